@@ -1,0 +1,106 @@
+"""`dvc repro` of the data stages on a tiny simulated fleet, in a temporary git repository.
+
+This is the real pipeline (dvc.yaml, params.yaml, the `airwatt` CLI), shrunk by params only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _set_params(repo: Path, **updates: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for section, values in updates.items():
+        for key, value in values.items():
+            node = params[section]
+            *parents, leaf = key.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy2(REPO / name, repo / name)
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "config", "user.email", "test@airwatt.local"], repo)
+    _run(["git", "config", "user.name", "AirWatt Test"], repo)
+    _run(["dvc", "init", "-q"], repo)
+    shutil.copy2(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    _set_params(repo, simulate={"devices": 4}, sync={"days": 1})
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "init"], repo)
+    return repo
+
+
+def test_repro_builds_validated_prepared_data_and_data_docs(pipeline_repo: Path) -> None:
+    proc = _run(["dvc", "repro"], pipeline_repo)
+    assert "Running stage 'validate'" in proc.stdout
+    manifest = json.loads((pipeline_repo / "data/validated/manifest.json").read_text())
+    assert len(manifest["devices"]) == 4
+    assert manifest["tables"]["readings"]["rows"] > 0.9 * 4 * 17280
+    assert (pipeline_repo / "data/validation/docs/index.html").is_file()
+    split = json.loads((pipeline_repo / "data/prepared/split.json").read_text())
+    assert split  # train/val/test devices
+    metrics = _run(["dvc", "metrics", "show", "--json"], pipeline_repo).stdout
+    assert "summary.json" in metrics
+
+
+def test_second_repro_changes_nothing(pipeline_repo: Path) -> None:
+    before = (pipeline_repo / "data/synced/readings.parquet").read_bytes()
+    proc = _run(["dvc", "repro"], pipeline_repo)
+    assert "Running stage" not in proc.stdout
+    assert (pipeline_repo / "data/synced/readings.parquet").read_bytes() == before
+
+
+def test_push_and_pull_through_the_default_local_remote(pipeline_repo: Path) -> None:
+    _run(["dvc", "push"], pipeline_repo)
+    assert any((pipeline_repo / ".dvcstore").rglob("*"))
+    shutil.rmtree(pipeline_repo / "data/prepared")
+    shutil.rmtree(pipeline_repo / ".dvc/cache")
+    _run(["dvc", "pull"], pipeline_repo)
+    assert (pipeline_repo / "data/prepared/split.json").is_file()
+
+
+def test_failed_validation_stops_repro_and_keeps_the_good_data(pipeline_repo: Path) -> None:
+    validated = pipeline_repo / "data/validated/readings.parquet"
+    before = validated.read_bytes()
+    # The simulated fleet has connectivity gaps: a zero gap budget with severity 'fail' stops the pipeline.
+    _set_params(pipeline_repo, validate={"max_gap_fraction": 0.0, "severity.gap_fraction": "fail"})
+    proc = _run(["dvc", "repro"], pipeline_repo, check=False)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "gap_fraction" in out
+    assert "Running stage 'prepare'" not in out
+    assert validated.read_bytes() == before
