@@ -42,7 +42,8 @@ format: setup ## Apply ruff fixes and formatting
 	ruff format src tests
 
 bench: setup ## Run the benchmark scripts (they print figures and the machine)
-	@for b in tests/benchmarks/bench_*.py; do echo "== $$b"; python $$b || exit 1; done
+	@for b in tests/benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; \
+	  python -m tests.benchmarks.$$m || exit 1; done
 
 lock: ## Re-resolve constraints.txt from the pins in pyproject.toml
 	rm -rf /tmp/airwatt-lock && $(PYTHON) -m venv /tmp/airwatt-lock

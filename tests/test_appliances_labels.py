@@ -75,3 +75,13 @@ def test_status_round_trips_through_intervals() -> None:
     assert (labels["end"] - labels["start"] == pd.Timedelta(minutes=10)).all()
     status = status_from_intervals(gt["timestamp"], labels["start"], labels["end"])
     assert np.array_equal(status, fridge_w >= 50)
+
+
+def test_a_connectivity_gap_splits_an_on_run() -> None:
+    fridge = APPLIANCES["fridge"]
+    # On for 5 min, then 3 h without readings, then on for 5 min: two labels, not one 3-hour label.
+    t = np.concatenate((np.arange(0, 300, 5), np.arange(3 * 3600, 3 * 3600 + 300, 5)))
+    p = np.full(len(t), 100.0)
+    starts, ends = on_intervals_ms(_ms(t), p, fridge, interval_s=5)
+    assert starts.tolist() == [0, 3 * 3600 * 1000]
+    assert ends.tolist() == [300_000, (3 * 3600 + 300) * 1000]

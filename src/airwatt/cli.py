@@ -100,7 +100,14 @@ def import_cmd(
     from airwatt.importers import import_dataset
 
     p = load_params(params)
-    manifest = import_dataset(kind.value, src, out, houses=houses, interval_s=p.data.interval_s)
+    manifest = import_dataset(
+        kind.value,
+        src,
+        out,
+        houses=houses,
+        interval_s=p.data.interval_s,
+        max_fill_s=p.import_.max_fill_s,
+    )
     log.info(
         "wrote %s: %d devices, %d readings, %d labels",
         out,

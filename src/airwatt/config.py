@@ -60,6 +60,10 @@ class ValidateParams(_Section):
     severity: dict[str, Severity]
 
 
+class ImportParams(_Section):
+    max_fill_s: float = Field(ge=0, description="importers forward-fill empty 5 s slots up to this long")
+
+
 class PrepareParams(_Section):
     seed: int
     val_fraction: float = Field(ge=0, lt=1)
@@ -73,6 +77,7 @@ class Params(_Section):
     sync: SyncParams
     validate_: ValidateParams = Field(alias="validate")
     prepare: PrepareParams
+    import_: ImportParams = Field(alias="import")
     # Sections of later stages (train, evaluate, serve, label, report) are kept as raw mappings here until
     # their stage defines them.
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -90,7 +95,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})[key] = value
-    known = {"data", "simulate", "sync", "validate", "prepare"}
+    known = {"data", "simulate", "sync", "validate", "prepare", "import"}
     raw = {
         **{k: v for k, v in raw.items() if k in known},
         "extra": {k: v for k, v in raw.items() if k not in known},

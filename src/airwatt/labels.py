@@ -19,17 +19,25 @@ from airwatt.timeutil import from_epoch_ms, to_epoch_ms
 def on_intervals_ms(
     timestamps_ms: np.ndarray, power_w: np.ndarray, spec: ApplianceSpec, interval_s: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(starts_ms, ends_ms) of the on-intervals of one appliance at one device; timestamps sorted."""
+    """(starts_ms, ends_ms) of the on-intervals of one appliance at one device; timestamps sorted.
+
+    A run never spans a hole in the timestamps longer than 1.5 intervals (a connectivity gap): it ends one
+    interval after its last reading before the hole, and only the min_off_s merge may join it to the next run.
+    """
     on = np.nan_to_num(power_w, nan=0.0) >= spec.on_threshold_w
     if not on.any():
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    edges = np.diff(np.concatenate(([0], on.astype(np.int8), [0])))
-    first = np.flatnonzero(edges == 1)
-    after = np.flatnonzero(edges == -1)  # index of the first off reading after each run
     ts = timestamps_ms.astype(np.int64)
-    tail = ts[-1] + round(interval_s * 1000)
+    step_ms = round(interval_s * 1000)
+    hole_after = np.diff(ts) > 1.5 * step_ms  # (n-1,) a gap follows reading i
+    prev_on = np.concatenate(([False], on[:-1] & ~hole_after))
+    next_on = np.concatenate((on[1:] & ~hole_after, [False]))
+    first = np.flatnonzero(on & ~prev_on)
+    last = np.flatnonzero(on & ~next_on)
     starts = ts[first]
-    ends = np.where(after < len(ts), ts[np.minimum(after, len(ts) - 1)], tail)
+    follows = np.minimum(last + 1, len(ts) - 1)
+    contiguous = (last + 1 < len(ts)) & ~np.concatenate((hole_after, [True]))[last]
+    ends = np.where(contiguous, ts[follows], ts[last] + step_ms)
     # Merge runs separated by an off-gap shorter than min_off_s.
     if len(starts) > 1 and spec.min_off_s > 0:
         breaks = (starts[1:] - ends[:-1]) >= spec.min_off_s * 1000

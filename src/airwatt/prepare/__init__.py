@@ -1,0 +1,196 @@
+"""The prepare stage: device split, the grid arrays training memory-maps, and normalisation statistics.
+
+Output directory (replaced atomically)::
+
+    split.json        {"seed", "rule", "train": [...], "val": [...], "test": [...]}
+    norm_stats.json   fitted on the train devices only (normalize.py)
+    summary.json      devices, readings, grid slots and valid fraction per split (DVC metrics)
+    train/ val/ test/
+        index.json        appliances, interval_s, and per device: offset, length, start (UTC), label sources
+        aggregate_w.npy   (N,) float32 watts, NaN where invalid
+        valid.npy         (N,) bool
+        power_w.npy       (N, A) float32 ground truth in watts, NaN where invalid
+        power_valid.npy   (N, A) bool
+        status.npy        (N, A) bool on/off
+        status_valid.npy  (N, A) bool
+
+N is the sum of the split's devices' grid lengths (devices concatenated in device-id order), A the number of
+appliances of the dataset's manifest. Load with ``np.load(path, mmap_mode="r")`` or use WindowDataset
+(airwatt.prepare.windows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from airwatt.atomic import atomic_dir
+from airwatt.config import Params
+from airwatt.dataset import Dataset
+from airwatt.prepare.grid import grid_device, grid_span
+from airwatt.prepare.normalize import fit_norm_stats
+from airwatt.prepare.split import SPLITS, split_devices
+from airwatt.timeutil import to_epoch_ms
+
+__all__ = ["ARRAYS", "WindowDataset", "load_array", "prepare"]
+
+log = logging.getLogger(__name__)
+
+# file -> (dtype, per-appliance?)
+ARRAYS: dict[str, tuple[str, bool]] = {
+    "aggregate_w": ("float32", False),
+    "valid": ("bool", False),
+    "power_w": ("float32", True),
+    "power_valid": ("bool", True),
+    "status": ("bool", True),
+    "status_valid": ("bool", True),
+}
+SPLIT_RULE = (
+    "by device, stratified by site_type; sizes round(fraction * n), at least 1 in val and test with >= 3 "
+    "devices; within a site type devices ordered by sha256('<seed>:<device_id>')"
+)
+
+
+def __getattr__(name: str) -> Any:
+    """WindowDataset imports torch: load it only when asked for, so the CLI stays light."""
+    if name == "WindowDataset":
+        from airwatt.prepare.windows import WindowDataset
+
+        return WindowDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_array(path: Path) -> np.ndarray:
+    """A prepared array, memory-mapped (empty arrays cannot be mapped and are loaded)."""
+    arr = np.load(path, mmap_mode="r")
+    return arr if arr.size else np.load(path)
+
+
+def _device_spans(ds: Dataset, device_ids: list[str], interval_ms: int) -> dict[str, tuple[int, int]]:
+    """(t0_ms, slots) per device with readings; read from the timestamp column only."""
+    spans = {}
+    for dev in device_ids:
+        ts = ds.readings([dev], columns=["timestamp"])["timestamp"]
+        if len(ts) == 0:
+            log.warning("device %s: no readings; left out of the prepared data", dev)
+            continue
+        spans[dev] = grid_span(to_epoch_ms(ts), interval_ms)
+    return spans
+
+
+def _open_arrays(split_dir: Path, n: int, a: int) -> dict[str, np.ndarray]:
+    arrays = {}
+    for name, (dtype, per_app) in ARRAYS.items():
+        shape = (n, a) if per_app else (n,)
+        path = split_dir / f"{name}.npy"
+        if 0 in shape:  # an empty split, or no appliances: nothing to map
+            arrays[name] = np.zeros(shape, dtype=dtype)
+            np.save(path, arrays[name])
+        else:
+            arrays[name] = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    return arrays
+
+
+def write_split(ds: Dataset, split: str, device_ids: list[str], split_dir: Path, params: Params) -> dict:
+    """Grid every device of one split into the split's arrays; returns its index (also index.json)."""
+    split_dir.mkdir(parents=True)
+    interval_s = params.data.interval_s
+    appliances = ds.appliances
+    spans = _device_spans(ds, device_ids, round(interval_s * 1000))
+    total = sum(n for _, n in spans.values())
+    arrays = _open_arrays(split_dir, total, len(appliances))
+    devices, offset, readings = [], 0, 0
+    for dev in tqdm(list(spans), desc=f"prepare {split}", unit="device", disable=None):
+        r = ds.readings([dev], columns=["timestamp", "power_w"])
+        info = ds.manifest.device(dev)
+        gt = ds.ground_truth([dev]) if info.has_ground_truth else None
+        g = grid_device(
+            r, gt, ds.labels([dev]), appliances, interval_s=interval_s, max_fill_s=params.prepare.max_fill_s
+        )
+        assert (g.start_ms, len(g)) == spans[dev], f"grid of {dev} changed between passes"
+        for name in ARRAYS:
+            arrays[name][offset : offset + len(g)] = getattr(g, name)
+        devices.append(
+            {
+                "device_id": dev,
+                "site_type": info.site_type,
+                "offset": offset,
+                "length": len(g),
+                "start": pd.Timestamp(g.start_ms, unit="ms", tz="UTC").isoformat(),
+                "start_ms": g.start_ms,
+                "readings": len(r),
+                "present_slots": g.present,
+                "valid_slots": int(g.valid.sum()),
+                "status_sources": g.status_sources,
+            }
+        )
+        offset += len(g)
+        readings += len(r)
+    for arr in arrays.values():
+        if isinstance(arr, np.memmap):
+            arr.flush()
+    del arrays
+    index = {
+        "split": split,
+        "interval_s": interval_s,
+        "max_fill_s": params.prepare.max_fill_s,
+        "appliances": appliances,
+        "slots": total,
+        "readings": readings,
+        "devices": devices,
+    }
+    (split_dir / "index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return index
+
+
+def _summary(indexes: dict[str, dict]) -> dict[str, Any]:
+    def valid_fraction(ix: dict) -> float:
+        return round(sum(d["valid_slots"] for d in ix["devices"]) / ix["slots"], 6) if ix["slots"] else 0.0
+
+    return {
+        "devices": {s: len(ix["devices"]) for s, ix in indexes.items()},
+        "readings": {s: ix["readings"] for s, ix in indexes.items()},
+        "slots": {s: ix["slots"] for s, ix in indexes.items()},
+        "valid_fraction": {s: valid_fraction(ix) for s, ix in indexes.items()},
+    }
+
+
+def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
+    """Split, grid and normalise the dataset ``data_dir`` into ``out`` (atomically); returns the summary."""
+    ds = Dataset(data_dir)
+    p = params.prepare
+    if ds.manifest.interval_s != params.data.interval_s:
+        log.warning(
+            "dataset interval %g s differs from data.interval_s %g s; gridding at %g s",
+            ds.manifest.interval_s,
+            params.data.interval_s,
+            params.data.interval_s,
+        )
+    split = split_devices(
+        ds.manifest.devices, seed=p.seed, val_fraction=p.val_fraction, test_fraction=p.test_fraction
+    )
+    with atomic_dir(out) as tmp:
+        (tmp / "split.json").write_text(json.dumps({"seed": p.seed, "rule": SPLIT_RULE, **split}, indent=2))
+        indexes = {s: write_split(ds, s, split[s], tmp / s, params) for s in SPLITS}
+        train = {name: load_array(tmp / "train" / f"{name}.npy") for name in ARRAYS}
+        stats = fit_norm_stats(
+            train["aggregate_w"], train["valid"], train["power_w"], train["power_valid"], ds.appliances
+        )
+        del train
+        stats = {
+            "fitted_on": "train",
+            "devices": split["train"],
+            "interval_s": params.data.interval_s,
+            **stats,
+        }
+        (tmp / "norm_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+        summary = _summary(indexes)
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("prepared %s: %s", out, summary["devices"])
+    return summary

@@ -1,0 +1,170 @@
+"""One device's tables on the exact ``interval_s`` grid: aggregate, ground truth, on/off status, validity.
+
+Grid: slots ``t0 + k * interval_s`` for k = 0 .. K-1, where t0 is the device's first reading floored to a
+multiple of ``interval_s`` since the epoch and the last slot holds its last reading. A reading belongs to the
+slot whose interval [t_k, t_k + interval_s) contains it; several readings in one slot are averaged.
+
+Validity: a slot is present when it holds a non-null reading. A run of k missing slots (a gap of
+k * interval_s seconds) no longer than ``max_fill_s`` is forward-filled from the slot before it and valid;
+longer runs (and a run at the very start) stay NaN and invalid. Ground truth follows the same rule per
+appliance.
+
+On/off status per appliance, by source preference sub-meter > annotator > model:
+
+1. the device has ground truth for the appliance: status from its "sub-meter" labels, or, where the labels
+   table has none for it, derived from the ground truth with the standard thresholds and durations
+   (airwatt.labels.on_intervals_ms, on the ground truth wherever it is known); known where the power
+   target is valid;
+2. otherwise the labels of the most preferred source present for that device and appliance (sub-meter,
+   else annotator, else model; the intervals of that one source); known wherever the aggregate is valid
+   (outside its intervals the appliance is taken to be off);
+3. otherwise unknown (status False, not valid).
+
+Every target (power and status) is also invalid where the aggregate is invalid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from airwatt.appliances import APPLIANCES
+from airwatt.labels import on_intervals_ms, status_from_intervals
+from airwatt.timeutil import from_epoch_ms, to_epoch_ms
+
+SOURCE_PREFERENCE = ("sub-meter", "annotator", "model")
+
+
+@dataclass
+class DeviceGrid:
+    """Arrays of one device on the grid; K slots, A appliances."""
+
+    start_ms: int
+    aggregate_w: np.ndarray  # (K,) float32, NaN where invalid
+    valid: np.ndarray  # (K,) bool
+    power_w: np.ndarray  # (K, A) float32, NaN where invalid
+    power_valid: np.ndarray  # (K, A) bool
+    status: np.ndarray  # (K, A) bool
+    status_valid: np.ndarray  # (K, A) bool
+    present: int  # slots holding a reading (before filling)
+    status_sources: dict[str, str]  # appliance -> the label source used
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+
+def grid_span(timestamps_ms: np.ndarray, interval_ms: int) -> tuple[int, int]:
+    """(t0_ms, slots) of the grid covering the timestamps."""
+    t0 = int(timestamps_ms.min()) // interval_ms * interval_ms
+    return t0, int(timestamps_ms.max() - t0) // interval_ms + 1
+
+
+def bin_mean(slots: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Mean of the non-NaN ``values`` per slot (NaN where a slot has none); values (R,) or (R, C)."""
+    v = values.reshape(len(values), -1).astype(np.float64)
+    out = np.full((n, v.shape[1]), np.nan, dtype=np.float64)
+    for c in range(v.shape[1]):
+        ok = ~np.isnan(v[:, c])
+        count = np.bincount(slots[ok], minlength=n)
+        total = np.bincount(slots[ok], weights=v[ok, c], minlength=n)
+        has = count > 0
+        out[has, c] = total[has] / count[has]
+    return out.reshape((n, *values.shape[1:])).astype(np.float32)
+
+
+def fill_short_gaps(values: np.ndarray, max_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """(filled values, valid) for one channel: runs of <= max_slots NaNs after a value are forward-filled."""
+    present = ~np.isnan(values)
+    n = len(values)
+    idx = np.arange(n)
+    last = np.maximum.accumulate(np.where(present, idx, -1))  # last present slot at or before each slot
+    nxt = np.minimum.accumulate(np.where(present, idx, n)[::-1])[::-1]  # next present slot at or after
+    run = nxt - last - 1  # length of the missing run a slot belongs to
+    fill = ~present & (last >= 0) & (run <= max_slots)
+    out = values.copy()
+    out[fill] = values[last[fill]]
+    return out, present | fill
+
+
+def grid_device(
+    readings: pd.DataFrame,
+    ground_truth: pd.DataFrame | None,
+    labels: pd.DataFrame | None,
+    appliances: list[str],
+    *,
+    interval_s: float,
+    max_fill_s: float,
+) -> DeviceGrid:
+    """One device's readings, ground truth and labels on its grid (see module docstring)."""
+    interval_ms = round(interval_s * 1000)
+    max_slots = int(max_fill_s // interval_s)
+    ts_ms = to_epoch_ms(readings["timestamp"])
+    t0, n = grid_span(ts_ms, interval_ms)
+    slots = (ts_ms - t0) // interval_ms
+    raw = bin_mean(slots, readings["power_w"].to_numpy(dtype=np.float64, na_value=np.nan), n)
+    aggregate, valid = fill_short_gaps(raw, max_slots)
+    aggregate[~valid] = np.nan
+
+    a = len(appliances)
+    power = np.full((n, a), np.nan, dtype=np.float32)
+    gt_valid = np.zeros((n, a), dtype=bool)  # ground truth known, whatever the aggregate
+    has_gt = np.zeros(a, dtype=bool)
+    if ground_truth is not None and len(ground_truth):
+        gt_ms = to_epoch_ms(ground_truth["timestamp"])
+        keep = (gt_ms >= t0) & (gt_ms < t0 + n * interval_ms)
+        gt_slots = (gt_ms[keep] - t0) // interval_ms
+        for j, name in enumerate(appliances):
+            if name not in ground_truth.columns or ground_truth[name].isna().all():
+                continue
+            has_gt[j] = True
+            col = ground_truth[name].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
+            filled, ok = fill_short_gaps(bin_mean(gt_slots, col, n), max_slots)
+            power[:, j], gt_valid[:, j] = filled, ok
+    power_valid = gt_valid & valid[:, None]
+
+    status = np.zeros((n, a), dtype=bool)
+    status_valid = np.zeros((n, a), dtype=bool)
+    sources: dict[str, str] = {}
+    grid_ms = t0 + np.arange(n, dtype=np.int64) * interval_ms
+    grid_ts = pd.Series(from_epoch_ms(grid_ms))
+    grid_ts = pd.Series(from_epoch_ms(grid_ms))
+    for j, name in enumerate(appliances):
+        lab = labels[labels["appliance"] == name] if labels is not None and len(labels) else None
+        sub = lab[lab["source"] == "sub-meter"] if lab is not None else None
+        if has_gt[j] and (sub is None or sub.empty):
+            gt_on = np.where(gt_valid[:, j], power[:, j], 0.0)
+            s_ms, e_ms = on_intervals_ms(grid_ms, gt_on, APPLIANCES[name], interval_s)
+            starts, ends = pd.Series(from_epoch_ms(s_ms)), pd.Series(from_epoch_ms(e_ms))
+            sources[name] = "sub-meter (derived from ground truth)"
+        else:
+            chosen = _preferred_source(lab)
+            if chosen is None:
+                continue
+            assert lab is not None
+            sel = lab[lab["source"] == chosen]
+            starts, ends = sel["start"], sel["end"]
+            sources[name] = chosen
+        status[:, j] = status_from_intervals(grid_ts, starts, ends)
+        status_valid[:, j] = power_valid[:, j] if has_gt[j] else valid
+    power[~power_valid] = np.nan
+    return DeviceGrid(
+        start_ms=t0,
+        aggregate_w=aggregate.astype(np.float32),
+        valid=valid,
+        power_w=power,
+        power_valid=power_valid,
+        status=status,
+        status_valid=status_valid,
+        present=int((~np.isnan(raw)).sum()),
+        status_sources=sources,
+    )
+
+
+def _preferred_source(labels: pd.DataFrame | None) -> str | None:
+    """The most preferred label source present (sub-meter > annotator > model), or None."""
+    if labels is None or labels.empty:
+        return None
+    present = set(labels["source"])
+    return next((src for src in SOURCE_PREFERENCE if src in present), None)

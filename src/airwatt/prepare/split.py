@@ -1,0 +1,72 @@
+"""Split devices into train / validation / test: never one device in two splits.
+
+The rule (deterministic per seed, independent of numpy's RNG version):
+
+1. Sizes: ``n_test = round(test_fraction * n)``, ``n_val = round(val_fraction * n)``; with 3 or more devices
+   each is at least 1, and train keeps at least one device (val, then test, shrink if needed).
+2. Stratified by site_type: each split's count is shared among site types in proportion to their sizes
+   (largest remainder, ties by site-type name), test first, then validation from what is left.
+3. Within a site type, devices are ordered by sha256(f"{seed}:{device_id}") and taken from the front, so a
+   device's rank does not depend on which other devices exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+
+from airwatt.dataset import DeviceInfo
+
+SPLITS = ("train", "val", "test")
+
+
+def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(n_val, n_test) for n devices (rule 1)."""
+    n_val, n_test = round(val_fraction * n), round(test_fraction * n)
+    if n >= 3:
+        n_val, n_test = max(n_val, 1), max(n_test, 1)
+    while n_val + n_test > max(n - 1, 0):
+        if n_val >= n_test and n_val > 0:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
+
+
+def _quotas(total: int, sizes: dict[str, int]) -> dict[str, int]:
+    """Share ``total`` among strata in proportion to ``sizes`` (largest remainder, ties by name)."""
+    n = sum(sizes.values())
+    if n == 0 or total == 0:
+        return dict.fromkeys(sizes, 0)
+    ideal = {k: total * v / n for k, v in sizes.items()}
+    out = {k: math.floor(x) for k, x in ideal.items()}
+    order = sorted(sizes, key=lambda k: (-(ideal[k] - out[k]), k))
+    for k in order[: total - sum(out.values())]:
+        out[k] += 1
+    return out
+
+
+def _rank(seed: int, device_id: str) -> str:
+    return hashlib.sha256(f"{seed}:{device_id}".encode()).hexdigest()
+
+
+def split_devices(
+    devices: Sequence[DeviceInfo], *, seed: int, val_fraction: float, test_fraction: float
+) -> dict[str, list[str]]:
+    """{"train": [...], "val": [...], "test": [...]}, each sorted by device id (see module docstring)."""
+    n_val, n_test = split_sizes(len(devices), val_fraction, test_fraction)
+    strata: dict[str, list[str]] = {}
+    for d in devices:
+        strata.setdefault(d.site_type, []).append(d.device_id)
+    for ids in strata.values():
+        ids.sort(key=lambda dev: _rank(seed, dev))
+    test_q = _quotas(n_test, {k: len(v) for k, v in strata.items()})
+    left = {k: len(v) - test_q[k] for k, v in strata.items()}
+    val_q = _quotas(n_val, left)
+    out: dict[str, list[str]] = {s: [] for s in SPLITS}
+    for k, ids in strata.items():
+        out["test"] += ids[: test_q[k]]
+        out["val"] += ids[test_q[k] : test_q[k] + val_q[k]]
+        out["train"] += ids[test_q[k] + val_q[k] :]
+    return {s: sorted(v) for s, v in out.items()}
