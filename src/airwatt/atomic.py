@@ -43,7 +43,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     The swap is two renames (old aside, new in), then the old copy is removed. If the block raises,
     the temporary directory is removed and ``target`` is untouched.
     """
-    target = Path(target)
+    target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     umask = os.umask(0)

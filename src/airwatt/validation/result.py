@@ -175,7 +175,6 @@ class ValidationResult:
         """JSON-ready metrics (numbers and booleans only, for `dvc metrics`)."""
         return {
             "success": self.success,
-            "seconds": round(self.seconds, 3),
             "rows": dict(self.rows),
             "devices": self.devices,
             "failed_checks": len(self.failed_checks),
