@@ -28,14 +28,13 @@ run: setup ## Run the pipeline end to end on the embedded simulated fleet (dvc r
 	dvc repro
 	@echo "Data Docs: file://$(CURDIR)/data/validation/docs/index.html"
 
-test: setup ## Run the linters and the test suite
-	ruff check src tests
-	ruff format --check src tests
+test: lint ## Run the linters, the type checker and the test suite
 	pytest
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check, mypy type check
 	ruff check src tests
 	ruff format --check src tests
+	mypy
 
 format: setup ## Apply ruff fixes and formatting
 	ruff check --fix src tests

@@ -16,7 +16,6 @@ so re-running a sync adds nothing and new export files add only their new rows.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import tempfile
 from pathlib import Path
@@ -76,14 +75,7 @@ def _source_path(params: Params) -> str:
     return params.sync.path
 
 
-def _require_module(module: str, what: str) -> None:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:  # absent, or a bare folder (namespace package)
-        raise ConfigError(f"sync.source needs {what} ({module}), which is not installed in this checkout")
-
-
 def _from_simulator(params: Params, window: Window, tmp: Path) -> tuple[TableSource, dict[str, Any]]:
-    _require_module("airwatt.simulate", "the fleet simulator")
     from airwatt.simulate import simulate_fleet
 
     days = (window.end - window.start) / pd.Timedelta(days=1)
@@ -144,7 +136,6 @@ def importer_window(requested: Window, span: Window) -> Window:
 def _from_importer(
     params: Params, requested: Window, tmp: Path
 ) -> tuple[TableSource, Window, dict[str, Any]]:
-    _require_module("airwatt.importers", "the public-dataset importers")
     from airwatt.importers import import_dataset
 
     kind, src = params.sync.source, Path(_source_path(params))
@@ -162,7 +153,7 @@ def _from_importer(
 
 def _log_counts(counts: dict[str, DeviceCounts]) -> None:
     for dev, c in counts.items():
-        log.info(
+        log.debug(
             "%s: %d rows read, %d already synced, %d duplicates dropped, %d written",
             dev,
             c.read,

@@ -248,7 +248,7 @@ def derive_ground_truth(
     pos = np.searchsorted(reading_keys, keys, sorter=order)
     pos = np.minimum(pos, max(len(order) - 1, 0))
     matched = len(order) > 0
-    aggregate = np.full(len(g), np.nan)
+    aggregate: np.ndarray = np.full(len(g), np.nan)
     if matched:
         idx = order[pos]
         hit = reading_keys[idx] == keys
