@@ -166,7 +166,7 @@ def test_sync_merges_with_previous_out_and_drops_rows_outside_the_window(
 
 
 def test_sync_logs_counts_per_device(export_folder: Path, tmp_path: Path, caplog) -> None:
-    caplog.set_level("INFO", logger="airwatt.sync")
+    caplog.set_level("DEBUG", logger="airwatt.sync")
     sync(params_for("folder", str(export_folder)), tmp_path / "synced")
     # b: 720 in the window + 1 repeated row -> 721 read, 1 duplicate, 720 written
     assert "b: 721 rows read, 0 already synced, 1 duplicates dropped, 720 written" in caplog.text
