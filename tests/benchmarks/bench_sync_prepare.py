@@ -41,11 +41,11 @@ def write_exports(folder: Path, devices: int, days: float) -> int:
     return rows
 
 
-def timed(label: str, fn, rows: int | None = None):
+def timed(label: str, fn, count: int | None = None, unit: str = "rows"):
     t = time.perf_counter()
     result = fn()
     dt = time.perf_counter() - t
-    rate = f", {rows / dt:,.0f} rows/s" if rows else ""
+    rate = f", {count / dt:,.0f} {unit}/s" if count else ""
     print(f"{label:<28} {dt:7.2f} s{rate}")
     return result
 
@@ -74,7 +74,7 @@ def main() -> None:
         timed("prepare", lambda: prepare(tmp / "synced", params, tmp / "prepared"))
         ds = WindowDataset(tmp / "prepared", "train", window_length=599, target="midpoint")
         idx = np.random.default_rng(0).integers(0, len(ds), 20_000)
-        timed("20k random windows (599)", lambda: [ds[int(i)] for i in idx], 20_000)
+        timed("20k random windows (599)", lambda: [ds[int(i)] for i in idx], 20_000, "windows")
     print(machine_info())
 
 
