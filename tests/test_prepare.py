@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from airwatt.appliances import APPLIANCES
 from airwatt.config import Params, load_params
 from airwatt.dataset import Dataset, DatasetWriter, DeviceInfo
-from airwatt.errors import DataError
+from airwatt.errors import ConfigError, DataError
 from airwatt.labels import derive_labels
 from airwatt.prepare import prepare
 from airwatt.prepare.grid import grid_device
@@ -91,6 +91,18 @@ def test_split_sizes_keep_one_device_each_from_three(n: int, expected: tuple[int
     assert split_sizes(n, 0.15, 0.15) == expected
     n_val, n_test = split_sizes(n, 0.5, 0.5)
     assert n - n_val - n_test >= 1  # train always keeps a device
+
+
+def test_explicit_device_lists_replace_the_seeded_split(tmp_path: Path) -> None:
+    frames = {f"d{i}": device_frames(i, hours=1) for i in range(4)}
+    data = write_dataset(tmp_path / "data", frames)
+    prepare(data, params(**{"prepare.test_devices": ["d2"], "prepare.val_devices": ["d0"]}), tmp_path / "p")
+    split = json.loads((tmp_path / "p" / "split.json").read_text())
+    assert (split["train"], split["val"], split["test"]) == (["d1", "d3"], ["d0"], ["d2"])
+    assert split["rule"].startswith("explicit")
+    with pytest.raises(ConfigError, match=r"devices \['house9'\] are not in the dataset"):
+        prepare(data, params(**{"prepare.test_devices": ["house9"]}), tmp_path / "p2")
+    assert not (tmp_path / "p2").exists()
 
 
 def test_prepare_writes_the_same_split_on_rerun(prepared: Path, tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ class PrepareParams(_Section):
     val_fraction: float = Field(ge=0, lt=1)
     test_fraction: float = Field(ge=0, lt=1)
     max_fill_s: float = Field(ge=0, description="gaps up to this long are forward-filled on the grid")
+    val_devices: list[str] = Field(description="explicit validation devices (empty: the seeded rule)")
+    test_devices: list[str] = Field(description="explicit test devices (empty: the seeded rule)")
 
 
 class Params(_Section):

@@ -35,7 +35,7 @@ from airwatt.config import Params
 from airwatt.dataset import Dataset
 from airwatt.prepare.grid import grid_device, grid_span
 from airwatt.prepare.normalize import fit_norm_stats
-from airwatt.prepare.split import SPLITS, split_devices
+from airwatt.prepare.split import SPLITS, explicit_split, split_devices
 from airwatt.timeutil import to_epoch_ms
 
 __all__ = ["ARRAYS", "WindowDataset", "load_array", "prepare"]
@@ -172,11 +172,16 @@ def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
             params.data.interval_s,
             params.data.interval_s,
         )
-    split = split_devices(
-        ds.manifest.devices, seed=p.seed, val_fraction=p.val_fraction, test_fraction=p.test_fraction
-    )
+    rule = SPLIT_RULE
+    if p.val_devices or p.test_devices:
+        split = explicit_split(ds.manifest.devices, val_devices=p.val_devices, test_devices=p.test_devices)
+        rule = "explicit: prepare.val_devices and prepare.test_devices; every other device trains"
+    else:
+        split = split_devices(
+            ds.manifest.devices, seed=p.seed, val_fraction=p.val_fraction, test_fraction=p.test_fraction
+        )
     with atomic_dir(out) as tmp:
-        (tmp / "split.json").write_text(json.dumps({"seed": p.seed, "rule": SPLIT_RULE, **split}, indent=2))
+        (tmp / "split.json").write_text(json.dumps({"seed": p.seed, "rule": rule, **split}, indent=2))
         indexes = {s: write_split(ds, s, split[s], tmp / s, params) for s in SPLITS}
         train = {name: load_array(tmp / "train" / f"{name}.npy") for name in ARRAYS}
         stats = fit_norm_stats(

@@ -8,6 +8,9 @@ The rule (deterministic per seed, independent of numpy's RNG version):
    (largest remainder, ties by site-type name), test first, then validation from what is left.
 3. Within a site type, devices are ordered by sha256(f"{seed}:{device_id}") and taken from the front, so a
    device's rank does not depend on which other devices exist.
+
+Explicit lists (``prepare.val_devices`` / ``prepare.test_devices``, e.g. "train on REDD houses 3-6, test on
+house 2") replace the rule: the listed devices go where they are listed and every other device trains.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import math
 from collections.abc import Sequence
 
 from airwatt.dataset import DeviceInfo
+from airwatt.errors import ConfigError
 
 SPLITS = ("train", "val", "test")
 
@@ -70,3 +74,21 @@ def split_devices(
         out["val"] += ids[test_q[k] : test_q[k] + val_q[k]]
         out["train"] += ids[test_q[k] + val_q[k] :]
     return {s: sorted(v) for s, v in out.items()}
+
+
+def explicit_split(
+    devices: Sequence[DeviceInfo], *, val_devices: Sequence[str], test_devices: Sequence[str]
+) -> dict[str, list[str]]:
+    """The split given by explicit val/test lists; every other device trains."""
+    known = {d.device_id for d in devices}
+    unknown = sorted((set(val_devices) | set(test_devices)) - known)
+    if unknown:
+        raise ConfigError(f"prepare: devices {unknown} are not in the dataset (it has {sorted(known)})")
+    both = sorted(set(val_devices) & set(test_devices))
+    if both:
+        raise ConfigError(f"prepare: devices {both} are listed in both val_devices and test_devices")
+    held = set(val_devices) | set(test_devices)
+    train = sorted(known - held)
+    if not train:
+        raise ConfigError("prepare: val_devices and test_devices leave no device to train on")
+    return {"train": train, "val": sorted(val_devices), "test": sorted(test_devices)}
