@@ -27,6 +27,7 @@ def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.Completed
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{cwd}/mlflow.db",
     }
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False, timeout=600)
     if check and proc.returncode != 0:
@@ -58,7 +59,12 @@ def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(["git", "config", "user.name", "AirWatt Test"], repo)
     _run(["dvc", "init", "-q"], repo)
     shutil.copy2(REPO / ".dvc" / "config", repo / ".dvc" / "config")
-    _set_params(repo, simulate={"devices": 4}, sync={"days": 1})
+    _set_params(
+        repo,
+        simulate={"devices": 4},
+        sync={"days": 1},
+        train={"max_epochs": 1, "limit_train_batches": 5, "limit_val_batches": 2, "batch_size": 32},
+    )
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "init"], repo)
     return repo
@@ -75,6 +81,12 @@ def test_repro_builds_validated_prepared_data_and_data_docs(pipeline_repo: Path)
     assert split  # train/val/test devices
     metrics = _run(["dvc", "metrics", "show", "--json"], pipeline_repo).stdout
     assert "summary.json" in metrics
+    # train + evaluate: a self-describing bundle, the evaluation contract, and a champion in the registry
+    assert json.loads((pipeline_repo / "data/model/model.json").read_text())["arch"]
+    report = json.loads((pipeline_repo / "data/metrics/evaluate.json").read_text())
+    assert set(report["mean"]) >= {"mae_w", "sae", "nde", "f1", "precision", "recall", "eac"}
+    decision = json.loads((pipeline_repo / "data/metrics/promotion.json").read_text())
+    assert decision["promoted"] is True  # the first model becomes champion
 
 
 def test_second_repro_changes_nothing(pipeline_repo: Path) -> None:

@@ -188,5 +188,157 @@ def info_cmd(data: Annotated[Path, typer.Argument(help="Dataset directory.")]) -
         )
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    model: Annotated[
+        str,
+        typer.Option(
+            help="MLflow model URI (models:/airwatt-disaggregator@champion, models:/NAME/VERSION, "
+            "runs:/RUN_ID/model) or a local model bundle directory."
+        ),
+    ],
+    data: Annotated[
+        Path, typer.Option(help="Dataset directory in the workbench format (e.g. data/validated).")
+    ],
+    out: Annotated[Path, typer.Option(help="Metrics JSON to write (atomically).")],
+    devices: Annotated[
+        list[str] | None, typer.Option("--devices", help="Only these devices (repeatable).")
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(help="A prepare split.json; with --split, evaluate only that split's devices."),
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split name in --split-file (train, val, test).")] = None,
+    plots: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write <appliance>.png and .csv (DVC plots) of the most active day here (replaced)."
+        ),
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Evaluate a model on a dataset: MAE, SAE, NDE, F1, precision, recall, EAC per appliance and device."""
+    from airwatt.config import load_params
+    from airwatt.evaluate import evaluate
+
+    report = evaluate(
+        model,
+        data,
+        out,
+        max_fill_s=load_params(params).prepare.max_fill_s,
+        devices=devices,
+        split_file=split_file,
+        split=split,
+        plots_dir=plots,
+    )
+    mean = report["mean"]
+    log.info(
+        "wrote %s: %d devices, mean MAE %s W, mean F1 %s",
+        out,
+        len(report["data"]["devices"]),
+        "n/a" if mean["mae_w"] is None else f"{mean['mae_w']:.2f}",
+        "n/a" if mean["f1"] is None else f"{mean['f1']:.3f}",
+    )
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Option(help="Prepared directory (output of `airwatt data prepare`).")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="seq2point, multitask, causal, mean or always_off [params: train.model]."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Model bundle directory (replaced atomically).")] = Path(
+        "data/model"
+    ),
+    metrics: Annotated[Path, typer.Option(help="Train metrics JSON (DVC metrics).")] = Path(
+        "data/metrics/train.json"
+    ),
+    epochs: Annotated[Path, typer.Option(help="Per-epoch validation metrics CSV (DVC plots).")] = Path(
+        "data/metrics/train_epochs.csv"
+    ),
+    fresh: Annotated[bool, typer.Option(help="Ignore a checkpoint of the same config; start over.")] = False,
+    fast_dev_run: Annotated[
+        bool, typer.Option(help="One batch of train and val, no checkpoint, no MLflow (a smoke test).")
+    ] = False,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Train a model (resuming an interrupted run), save its bundle, log it to MLflow and register it."""
+    from airwatt.config import load_params
+    from airwatt.training.train import train
+
+    result = train(
+        load_params(params),
+        data,
+        out_dir=out,
+        metrics_path=metrics,
+        epochs_path=epochs,
+        model_name=model,
+        fresh=fresh,
+        fast_dev_run=fast_dev_run,
+    )
+    log.info(
+        "bundle %s; run %s; registered version %s",
+        result.bundle_dir,
+        result.run_id or "-",
+        result.model_version or "-",
+    )
+
+
+@app.command("promote")
+def promote_cmd(
+    data: Annotated[Path, typer.Option(help="Dataset directory to evaluate on (e.g. data/validated).")],
+    candidate: Annotated[
+        str | None,
+        typer.Option(
+            help="Bundle directory of a registered run, or models:/NAME@ALIAS | models:/NAME/VERSION "
+            "[default: models:/<register.model_name>@<register.candidate_alias>]."
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None, typer.Option(help="A prepare split.json; with --split, evaluate that split only.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split name in --split-file (e.g. test).")] = None,
+    out: Annotated[Path, typer.Option(help="The candidate's evaluation JSON (DVC metrics).")] = Path(
+        "data/metrics/evaluate.json"
+    ),
+    decision: Annotated[Path, typer.Option(help="The promotion decision JSON (DVC metrics).")] = Path(
+        "data/metrics/promotion.json"
+    ),
+    plots: Annotated[
+        Path | None, typer.Option(help="The candidate's disaggregation plots (PNG + CSV) here.")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Evaluate the candidate and the champion on the same data; move @champion only if the candidate wins."""
+    from airwatt.atomic import write_json_atomic
+    from airwatt.config import load_params
+    from airwatt.evaluate import evaluate
+    from airwatt.tracking import promote
+
+    p = load_params(params)
+    reg = p.register_
+
+    def evaluate_model(model: str | Path, report: Path, is_candidate: bool) -> dict:
+        return evaluate(
+            model,
+            data,
+            report,
+            max_fill_s=p.prepare.max_fill_s,
+            split_file=split_file,
+            split=split,
+            plots_dir=plots if is_candidate else None,
+        )
+
+    result = promote(
+        candidate or f"models:/{reg.model_name}@{reg.candidate_alias}",
+        evaluate_model,
+        reg,
+        report_path=out,
+        split_tag=split or "all",
+    )
+    write_json_atomic(decision, result.as_json())
+
+
 if __name__ == "__main__":
     run()

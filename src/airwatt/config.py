@@ -73,6 +73,52 @@ class PrepareParams(_Section):
     test_devices: list[str] = Field(description="explicit test devices (empty: the seeded rule)")
 
 
+TargetPos = Literal["midpoint", "last"]
+
+
+class TrainParams(_Section):
+    """Training (airwatt.training). Keys that only bound the run's length are not part of the resume hash."""
+
+    model: str = Field(description="architecture name in airwatt.models.MODEL_NAMES")
+    window_length: int | None = Field(gt=0, description="readings per window; null: the model's default")
+    target: TargetPos | None = Field(description="predicted slot; null: the model's default_target")
+    stride: int = Field(gt=0, description="slots between training window starts")
+    val_stride: int = Field(gt=0, description="slots between validation window starts")
+    max_invalid_fraction: float = Field(ge=0, le=1, description="invalid slots allowed in a window")
+    batch_size: int = Field(gt=0)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    power_loss_weight: float = Field(ge=0, description="weight of the masked MSE on normalised power")
+    onoff_loss_weight: float = Field(ge=0, description="weight of the masked BCE on on/off logits")
+    max_epochs: int = Field(gt=0)
+    max_steps: int = Field(ge=-1, description="optimizer steps in all; -1: no limit")
+    limit_train_batches: int | None = Field(gt=0, description="batches per epoch; null: all windows")
+    limit_val_batches: int | None = Field(gt=0, description="validation batches per epoch; null: all")
+    early_stopping_patience: int | None = Field(gt=0, description="epochs without val/loss gain; null: off")
+    num_workers: int = Field(ge=0, description="DataLoader worker processes")
+    seed: int
+    accelerator: str = Field(description="auto | cpu | gpu (Lightning)")
+    devices: int | str = Field(description="auto or a count (Lightning)")
+    strategy: str = Field(description="auto | ddp | ... (Lightning)")
+    precision: str | None = Field(description="Lightning precision; null: bf16-mixed on CUDA, 32-true on CPU")
+    checkpoint_dir: str = Field(description="checkpoints go to <checkpoint_dir>/<model>-<config hash>/")
+    arch: dict[str, dict[str, Any]] = Field(description="constructor arguments per architecture name")
+
+
+class RegisterParams(_Section):
+    """MLflow experiment, registered model, aliases and the champion promotion rule (airwatt.tracking)."""
+
+    experiment: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)
+    candidate_alias: str = Field(min_length=1)
+    champion_alias: str = Field(min_length=1)
+    metric: str = Field(description="evaluation metric deciding promotion, e.g. mean.f1")
+    higher_is_better: bool
+    min_improvement: float = Field(ge=0, description="a smaller gain on `metric` is a tie")
+    tie_breaker: str = Field(description="metric deciding a tie, e.g. mean.mae_w")
+    tie_breaker_higher_is_better: bool
+
+
 class Params(_Section):
     data: DataParams
     simulate: SimulateParams
@@ -80,6 +126,8 @@ class Params(_Section):
     validate_: ValidateParams = Field(alias="validate")
     prepare: PrepareParams
     import_: ImportParams = Field(alias="import")
+    train: TrainParams
+    register_: RegisterParams = Field(alias="register")
     # Sections of later stages (train, evaluate, serve, label, report) are kept as raw mappings here until
     # their stage defines them.
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -97,7 +145,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})[key] = value
-    known = {"data", "simulate", "sync", "validate", "prepare", "import"}
+    known = {"data", "simulate", "sync", "validate", "prepare", "import", "train", "register"}
     raw = {
         **{k: v for k, v in raw.items() if k in known},
         "extra": {k: v for k, v in raw.items() if k not in known},

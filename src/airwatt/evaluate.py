@@ -1,0 +1,538 @@
+"""Evaluate any model (MLflow URI or bundle directory) on any dataset in the workbench format.
+
+For each selected device: its readings, ground truth and labels are put on the model's grid with the prepare
+stage's code (``airwatt.prepare.grid.grid_device``, same gap policy: ``prepare.max_fill_s``), the model
+predicts the whole series (``bundle.predict_series``), and per-appliance totals (airwatt.metrics) are summed
+over the readings where the aggregate is valid, the truth is known and the model made a prediction.
+
+Truth: power from the sub-meter ground truth; on/off status as prepare defines it (sub-meter labels, else
+derived from the ground truth with the appliance's on threshold and minimum on/off durations, else annotator
+labels). Labels with source "model" are never truth. An appliance with annotator labels but no sub-meter at a
+device gets on/off metrics there and null power metrics.
+
+The report (``--out``, written atomically)::
+
+    {"model": {uri, arch, appliances, window, provenance...}, "data": {path, devices, selection, ...},
+     "appliances": {NAME: {mae_w, sae, nde, f1, precision, recall, eac}},   pooled over all devices' readings
+     "mean": {...same keys...},                                             unweighted mean over appliances
+     "devices": {DEV: {NAME: {...same keys...}}}}                           per device
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from airwatt.atomic import atomic_dir, write_json_atomic
+from airwatt.dataset import Dataset
+from airwatt.errors import ConfigError, DataError
+from airwatt.metrics import (
+    ONOFF_TOTALS,
+    POWER_TOTALS,
+    mean_over_appliances,
+    metrics_table,
+    onoff_totals,
+    power_totals,
+)
+from airwatt.models.bundle import ModelLoadError, ModelSpec
+from airwatt.prepare.grid import DeviceGrid, grid_device
+from airwatt.timeutil import from_epoch_ms
+
+if TYPE_CHECKING:
+    from airwatt.models import ModelBundle
+
+log = logging.getLogger(__name__)
+
+TRUTH_LABEL_SOURCES = ("sub-meter", "annotator")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # models:/, runs:/, s3://, file:// (not C:\)
+_REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+_PLOT_FILES = (".png", ".csv")
+CSV_STEP_S = 60  # resolution of the plot CSVs (the PNGs show every reading)
+
+
+class Prediction(Protocol):
+    """What ``predict_series`` returns (airwatt.models.SeriesPrediction): (T, A) arrays, (T,) mask."""
+
+    @property
+    def power_w(self) -> np.ndarray: ...
+
+    @property
+    def prob_on(self) -> np.ndarray: ...
+
+    @property
+    def on(self) -> np.ndarray: ...
+
+    @property
+    def predicted(self) -> np.ndarray: ...
+
+
+class Disaggregator(Protocol):
+    """The part of ``airwatt.models.ModelBundle`` evaluation uses."""
+
+    @property
+    def spec(self) -> ModelSpec: ...
+
+    @property
+    def appliances(self) -> list[str]: ...
+
+    def predict_series(self, aggregate_w: np.ndarray, valid: np.ndarray | None = None) -> Prediction: ...
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def load_model(model: str | Path) -> ModelBundle:
+    """A bundle from a local directory, or from an MLflow model URI (models:/NAME@ALIAS, runs:/ID/model)."""
+    from airwatt.models import ModelBundle
+
+    text = str(model)
+    if Path(text).is_dir():
+        return ModelBundle.load(Path(text))
+    if not _URI_SCHEME.match(text):
+        raise ModelLoadError(
+            f"{text}: no model bundle directory there, and not an MLflow model URI "
+            "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model)"
+        )
+    from airwatt.tracking import download_bundle
+
+    with tempfile.TemporaryDirectory(prefix="airwatt-eval-") as tmp:  # the loaded bundle holds its weights
+        return ModelBundle.load(download_bundle(text, Path(tmp) / "bundle"))
+
+
+def registry_info(uri: str) -> dict[str, Any] | None:
+    """Name, version and run of a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI; None otherwise."""
+    m = _REGISTERED_URI.match(uri)
+    if m is None:
+        return None
+    from airwatt.tracking import client, version_by_alias
+
+    name, alias, number = m.group("name"), m.group("alias"), m.group("version")
+    mv = version_by_alias(name, alias) if alias else client().get_model_version(name, number)
+    if mv is None:
+        return None
+    return {"name": name, "alias": alias, "version": str(mv.version), "run_id": mv.run_id}
+
+
+def read_split(split_file: Path, split: str) -> list[str]:
+    """The device ids of one split of a prepare ``split.json``."""
+    if not split_file.is_file():
+        raise ConfigError(f"{split_file}: split file not found")
+    try:
+        splits = json.loads(split_file.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{split_file}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    names = [k for k, v in splits.items() if isinstance(v, list)]
+    if split not in names:
+        raise ConfigError(f"{split_file}: no split {split!r}; it has {', '.join(names) or 'none'}")
+    return [str(d) for d in splits[split]]
+
+
+def select_devices(
+    ds: Dataset,
+    devices: Sequence[str] | None = None,
+    split_file: Path | None = None,
+    split: str | None = None,
+) -> list[str]:
+    """Devices to evaluate: all, or ``devices``, or a split's devices, or both (intersection); sorted."""
+    if (split_file is None) != (split is None):
+        raise ConfigError("--split-file and --split go together: name the file and the split in it")
+    where = f"dataset {ds.manifest.name!r} ({ds.root})"
+    chosen = list(ds.device_ids)
+    asked: list[tuple[str, list[str]]] = []
+    if devices:
+        asked.append(("--devices", list(devices)))
+    if split_file is not None and split is not None:
+        asked.append((f"split {split!r} of {split_file}", read_split(split_file, split)))
+    for what, ids in asked:
+        unknown = sorted(set(ids) - set(ds.device_ids))
+        if unknown:
+            raise DataError(f"{what}: devices {unknown} are not in {where} ({len(ds.device_ids)} devices)")
+        chosen = [d for d in chosen if d in set(ids)]
+    if not chosen:
+        reason = " and ".join(w for w, _ in asked) if asked else "the dataset"
+        raise DataError(f"no devices to evaluate: {reason} selects none of {where}")
+    return sorted(chosen)
+
+
+def truth_appliances(ds: Dataset) -> set[str]:
+    """Appliances with truth somewhere in the dataset: ground-truth columns and sub-meter/annotator labels."""
+    labels = ds.labels()
+    labelled = labels.loc[labels["source"].isin(TRUTH_LABEL_SOURCES), "appliance"]
+    return set(ds.appliances) | set(labelled.astype(str))
+
+
+def check_appliances(ds: Dataset, model_appliances: Sequence[str]) -> list[str]:
+    """The model's appliances that the dataset has truth for; DataError when there are none."""
+    have = truth_appliances(ds)
+    usable = [a for a in model_appliances if a in have]
+    if not usable:
+        raise DataError(
+            f"dataset {ds.manifest.name!r} has none of the model's appliances {list(model_appliances)} "
+            f"(it has truth for {sorted(have) or 'no appliance'})",
+            file=ds.root,
+        )
+    missing = [a for a in model_appliances if a not in have]
+    if missing:
+        log.warning("dataset %s has no truth for %s: not evaluated", ds.root, ", ".join(missing))
+    return usable
+
+
+# ------------------------------------------------------------------------------------------ per device
+@dataclass
+class DeviceTotals:
+    """Metric totals of one device, (A, ...) in the model's appliance order."""
+
+    present: np.ndarray  # (A,) bool: the device has truth (sub-meter or labels) for the appliance
+    has_power: np.ndarray  # (A,) bool: ... and sub-metered power
+    power: np.ndarray  # (A, len(POWER_TOTALS))
+    onoff: np.ndarray  # (A, len(ONOFF_TOTALS))
+
+
+@dataclass
+class DayPlot:
+    """The most active day of one appliance seen so far (for the disaggregation plot)."""
+
+    score: tuple[int, int]  # (truth-on readings, evaluated readings) that day
+    device_id: str
+    day: str
+    timestamps: pd.DatetimeIndex
+    aggregate_w: np.ndarray
+    truth_w: np.ndarray | None
+    pred_w: np.ndarray
+    prob_on: np.ndarray
+    truth_on: np.ndarray
+
+
+@dataclass
+class _Accumulator:
+    appliances: list[str]
+    power: np.ndarray = field(init=False)
+    onoff: np.ndarray = field(init=False)
+    has_power: np.ndarray = field(init=False)
+    present: np.ndarray = field(init=False)
+    devices: dict[str, DeviceTotals] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        a = len(self.appliances)
+        self.power = np.zeros((a, len(POWER_TOTALS)))
+        self.onoff = np.zeros((a, len(ONOFF_TOTALS)))
+        self.has_power = np.zeros(a, bool)
+        self.present = np.zeros(a, bool)
+
+    def add(self, device_id: str, t: DeviceTotals) -> None:
+        self.devices[device_id] = t
+        self.power += t.power
+        self.onoff += t.onoff
+        self.has_power |= t.has_power
+        self.present |= t.present
+
+
+def device_totals(
+    g: DeviceGrid, pred: Prediction, appliances: Sequence[str], has_power: np.ndarray
+) -> tuple[DeviceTotals, np.ndarray]:
+    """Totals of one gridded device and its prediction; also the (T, A) mask of on/off readings counted."""
+    predicted = np.asarray(pred.predicted, bool)[:, None]
+    power_mask = g.power_valid & predicted & has_power[None, :]
+    status_mask = g.status_valid & g.valid[:, None] & predicted
+    present = np.array([a in g.status_sources for a in appliances])
+    power = power_totals(
+        torch.from_numpy(np.asarray(pred.power_w)), torch.from_numpy(g.power_w), torch.from_numpy(power_mask)
+    ).numpy()
+    onoff = onoff_totals(
+        torch.from_numpy(np.asarray(pred.on, bool)), torch.from_numpy(g.status), torch.from_numpy(status_mask)
+    ).numpy()
+    return DeviceTotals(present, has_power & present, power, onoff), status_mask
+
+
+def _check_prediction(pred: Prediction, n: int, a: int, device_id: str) -> None:
+    for name, shape in (("power_w", (n, a)), ("on", (n, a)), ("prob_on", (n, a)), ("predicted", (n,))):
+        got = np.shape(getattr(pred, name))
+        if got != shape:
+            raise ModelLoadError(
+                f"device {device_id}: predict_series returned {name} of shape {got}, expected {shape}"
+            )
+
+
+def _local_days(
+    start_ms: int, n: int, interval_s: float, timezone: str
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """Grid timestamps in the device's timezone and each slot's local calendar day (datetime64[D])."""
+    grid_ms = start_ms + np.arange(n, dtype=np.int64) * round(interval_s * 1000)
+    local = from_epoch_ms(grid_ms).tz_convert(timezone)
+    return local, local.tz_localize(None).to_numpy(dtype="datetime64[D]")
+
+
+def best_days(
+    device_id: str,
+    g: DeviceGrid,
+    pred: Prediction,
+    present: np.ndarray,
+    has_power: np.ndarray,
+    status_mask: np.ndarray,
+    *,
+    interval_s: float,
+    timezone: str,
+) -> dict[int, DayPlot]:
+    """Per present appliance (column index), the device's local day with the most truth-on readings."""
+    local, days = _local_days(g.start_ms, len(g), interval_s, timezone)
+    predicted = np.asarray(pred.predicted, bool)
+    power_w, prob_on = np.asarray(pred.power_w), np.asarray(pred.prob_on)
+    uniq, code = np.unique(days, return_inverse=True)
+    out: dict[int, DayPlot] = {}
+    for j in np.flatnonzero(present):
+        on = g.status[:, j] & status_mask[:, j]
+        scores = list(
+            zip(
+                np.bincount(code, on, len(uniq)), np.bincount(code, status_mask[:, j], len(uniq)), strict=True
+            )
+        )
+        best = max(range(len(uniq)), key=lambda k: scores[k])  # the first day among equals
+        sel = code == best
+        out[int(j)] = DayPlot(
+            score=(int(scores[best][0]), int(scores[best][1])),
+            device_id=device_id,
+            day=str(uniq[best]),
+            timestamps=local[sel],
+            aggregate_w=g.aggregate_w[sel],
+            truth_w=g.power_w[sel, j] if has_power[j] else None,
+            pred_w=np.where(predicted[sel], power_w[sel, j], np.nan),
+            prob_on=np.where(predicted[sel], prob_on[sel, j], np.nan),
+            truth_on=on[sel],
+        )
+    return out
+
+
+def grid_for_model(
+    ds: Dataset, device_id: str, appliances: list[str], *, interval_s: float, max_fill_s: float
+) -> tuple[DeviceGrid, np.ndarray] | None:
+    """One device on the model's grid (prepare's code), and which appliances have sub-metered power there;
+    None for a device without readings."""
+    readings = ds.readings([device_id], columns=["timestamp", "power_w"])
+    if readings.empty:
+        return None
+    gt = ds.ground_truth([device_id]) if ds.manifest.device(device_id).has_ground_truth else None
+    labels = ds.labels([device_id])
+    labels = labels[labels["source"].isin(TRUTH_LABEL_SOURCES)]
+    g = grid_device(readings, gt, labels, appliances, interval_s=interval_s, max_fill_s=max_fill_s)
+    has_power = np.array(
+        [gt is not None and a in gt.columns and bool(gt[a].notna().any()) for a in appliances], bool
+    )
+    return g, has_power
+
+
+# ------------------------------------------------------------------------------------------------ report
+def model_info(bundle: Disaggregator, uri: str | Path | None) -> dict[str, Any]:
+    """What was evaluated: the URI or path, the registered version behind it, and the bundle's spec."""
+    spec = bundle.spec
+    return {
+        "uri": str(uri) if uri is not None else None,
+        "registry": registry_info(str(uri)) if uri is not None else None,
+        "arch": spec.arch,
+        "arch_kwargs": spec.arch_kwargs,
+        "appliances": list(spec.appliances),
+        "window_length": spec.window_length,
+        "target": spec.target,
+        "interval_s": spec.interval_s,
+        "provenance": spec.provenance,
+    }
+
+
+def _device_block(t: DeviceTotals, appliances: list[str]) -> dict[str, dict[str, float | None]]:
+    idx = np.flatnonzero(t.present)
+    names = [appliances[j] for j in idx]
+    return metrics_table(t.power[idx], t.onoff[idx], names, has_power=list(t.has_power[idx]))
+
+
+def evaluate_device(
+    bundle: Disaggregator,
+    ds: Dataset,
+    device_id: str,
+    *,
+    usable: Sequence[str],
+    max_fill_s: float,
+    with_plots: bool,
+) -> tuple[DeviceTotals, dict[int, DayPlot]] | str:
+    """One device's totals (and most active days when ``with_plots``), or why it was skipped."""
+    appliances = list(bundle.appliances)
+    interval_s = bundle.spec.interval_s
+    gridded = grid_for_model(ds, device_id, appliances, interval_s=interval_s, max_fill_s=max_fill_s)
+    if gridded is None:
+        return "no readings"
+    g, has_power = gridded
+    lacking = [a for a in appliances if a not in g.status_sources and a in usable]
+    if not any(a in g.status_sources for a in appliances):
+        return "no ground truth or labels for any of the model's appliances"
+    if lacking:
+        log.info(
+            "device %s: no ground truth or labels for %s; those are skipped", device_id, ", ".join(lacking)
+        )
+    pred = bundle.predict_series(g.aggregate_w, g.valid)
+    _check_prediction(pred, len(g), len(appliances), device_id)
+    t, status_mask = device_totals(g, pred, appliances, has_power)
+    if not with_plots:
+        return t, {}
+    tz = ds.manifest.device(device_id).timezone
+    return t, best_days(
+        device_id, g, pred, t.present, has_power, status_mask, interval_s=interval_s, timezone=tz
+    )
+
+
+def evaluate_bundle(
+    bundle: Disaggregator,
+    data: Path,
+    *,
+    max_fill_s: float,
+    devices: Sequence[str] | None = None,
+    split_file: Path | None = None,
+    split: str | None = None,
+    plots_dir: Path | None = None,
+    uri: str | Path | None = None,
+) -> dict[str, Any]:
+    """The evaluation report of one model on one dataset (see the module docstring)."""
+    ds = Dataset(data)
+    selected = select_devices(ds, devices, split_file, split)
+    usable = check_appliances(ds, bundle.appliances)
+    appliances = list(bundle.appliances)
+    if ds.manifest.interval_s != bundle.spec.interval_s:
+        log.info(
+            "dataset interval %g s; gridding at the model's %g s",
+            ds.manifest.interval_s,
+            bundle.spec.interval_s,
+        )
+    acc = _Accumulator(appliances)
+    plots: dict[int, DayPlot] = {}
+    skipped: dict[str, str] = {}
+    for dev in tqdm(selected, desc="evaluate", unit="device", disable=None):
+        result = evaluate_device(
+            bundle, ds, dev, usable=usable, max_fill_s=max_fill_s, with_plots=plots_dir is not None
+        )
+        if isinstance(result, str):
+            skipped[dev] = result
+            log.warning("device %s: %s; skipped", dev, result)
+            continue
+        totals, days = result
+        acc.add(dev, totals)
+        for j, day in days.items():
+            if j not in plots or day.score > plots[j].score:  # the first device among equals
+                plots[j] = day
+    if not acc.devices:
+        raise DataError(
+            f"none of the selected devices {selected} has truth for the model's appliances {appliances}",
+            file=ds.root,
+        )
+    plotted = {appliances[j]: p for j, p in sorted(plots.items())}
+    if plots_dir is not None:
+        write_plots(plots_dir, plotted)
+    idx = np.flatnonzero(acc.present)
+    pooled = metrics_table(
+        acc.power[idx], acc.onoff[idx], [appliances[j] for j in idx], has_power=list(acc.has_power[idx])
+    )
+    return {
+        "model": model_info(bundle, uri),
+        "data": {
+            "path": str(data),
+            "name": ds.manifest.name,
+            "devices": sorted(acc.devices),
+            "skipped_devices": skipped,
+            "selection": {
+                "devices": list(devices) if devices else None,
+                "split_file": str(split_file) if split_file is not None else None,
+                "split": split,
+            },
+            "appliances_missing": [a for j, a in enumerate(appliances) if not acc.present[j]],
+            "interval_s": bundle.spec.interval_s,
+            "max_fill_s": max_fill_s,
+            "readings": {
+                appliances[j]: {"power": int(acc.power[j, 0]), "onoff": int(acc.onoff[j, 0])} for j in idx
+            },
+            "plotted_days": {name: {"device": p.device_id, "day": p.day} for name, p in plotted.items()},
+        },
+        "appliances": pooled,
+        "mean": mean_over_appliances(pooled),
+        "devices": {dev: _device_block(t, appliances) for dev, t in sorted(acc.devices.items())},
+    }
+
+
+def evaluate(
+    model: str | Path,
+    data: Path,
+    out: Path,
+    *,
+    max_fill_s: float,
+    devices: Sequence[str] | None = None,
+    split_file: Path | None = None,
+    split: str | None = None,
+    plots_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Load ``model``, evaluate it on ``data``, write the report to ``out`` atomically; returns the report."""
+    select_devices(Dataset(data), devices, split_file, split)  # bad data or selection fails before a download
+    bundle = load_model(model)
+    report = evaluate_bundle(
+        bundle,
+        data,
+        max_fill_s=max_fill_s,
+        devices=devices,
+        split_file=split_file,
+        split=split,
+        plots_dir=plots_dir,
+        uri=model,
+    )
+    write_json_atomic(out, report)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------- plots
+def _plot_frame(p: DayPlot) -> pd.DataFrame:
+    """The plotted day as DVC-plottable rows, one per ``CSV_STEP_S`` (keeps the HTML small): the hour of the
+    local day at the step's start, mean watts and on-probability, and whether the truth was on at all."""
+    wall = p.timestamps.tz_localize(None)
+    seconds = (wall - wall.normalize()).total_seconds().to_numpy()
+    frame = pd.DataFrame(
+        {
+            "hour": seconds // CSV_STEP_S * CSV_STEP_S / 3600.0,
+            "aggregate_w": p.aggregate_w,
+            "truth_w": p.truth_w if p.truth_w is not None else np.nan,
+            "pred_w": p.pred_w,
+            "prob_on": p.prob_on,
+            "truth_on": p.truth_on.astype(int),
+        }
+    )
+    means = frame.groupby("hour", sort=True).agg(
+        {"aggregate_w": "mean", "truth_w": "mean", "pred_w": "mean", "prob_on": "mean", "truth_on": "max"}
+    )
+    return means.reset_index().round({"hour": 5})
+
+
+def write_plots(plots_dir: Path, days: dict[str, DayPlot]) -> None:
+    """``<appliance>.png`` and ``<appliance>.csv`` per appliance; the directory is replaced atomically."""
+    from airwatt.plots import plot_disaggregation
+
+    if plots_dir.is_dir():
+        foreign = [p.name for p in plots_dir.iterdir() if p.suffix not in _PLOT_FILES]
+        if foreign:
+            raise ConfigError(
+                f"{plots_dir}: refusing to replace a directory holding other files {foreign[:5]}"
+            )
+    with atomic_dir(plots_dir) as tmp:
+        for name, p in days.items():
+            fig = plot_disaggregation(
+                p.timestamps,
+                p.aggregate_w,
+                p.truth_w,
+                p.pred_w,
+                name,
+                prob_on=p.prob_on,
+                truth_on=p.truth_on,
+                title=f"{name}: device {p.device_id}, {p.day} (local time)",
+            )
+            fig.savefig(tmp / f"{name}.png", dpi=100)
+            _plot_frame(p).to_csv(tmp / f"{name}.csv", index=False, float_format="%.8g")

@@ -1,0 +1,145 @@
+"""The causal real-time model: state and power at the NEWEST reading, from past readings only.
+
+A WaveNet-style stack: a pointwise stem, then ``L = ceil(log2(W))`` residual blocks, block ``l`` a kernel-2
+convolution at dilation ``2^l`` that looks only backwards (readings ``p`` and ``p - 2^l``), so the receptive
+field is exactly ``2^L`` readings and nothing after the target reading is ever read. Channels grow with depth
+(``base_channels * 2^l``, at most ``max_channels``): the early blocks see a few readings and need few
+features, the deep ones summarise the appliance's cycle. The features at the target are every block's output
+there (summaries of the last 1, 2, 4, ..., 2^L readings), then a shared dense layer and, per appliance, an
+on/off head and a power head: the heads, the training and the power gating of the multi-task model.
+
+Two exact ways to run it:
+
+- ``forward(x (B, W))`` computes only what the newest reading needs: block ``l`` then pairs the readings
+  ``t - j * 2^l`` two by two (a pyramid; one matrix product per block, channels last), about 2 M
+  multiply-adds per 512-reading window instead of ~L times that.
+  Windows shorter than ``2^L`` are left-padded with 0 (the mean).
+- ``forward_sequence(x (B, T))`` gives the outputs at every position of a series in one pass (dilated,
+  left-padded convolutions): O(T) instead of O(T * W) for series prediction. It equals ``forward`` on each
+  position's window when ``W`` is a power of two (``sequence_exact``); the tests check this.
+
+Default window: 512 readings (42.7 min at 5 s). A power of two, so the receptive field is exactly the window
+and series prediction can use ``forward_sequence``; long enough to see a whole fridge cycle and the first
+half-hour of a dishwasher or washing-machine programme (their min on time is 30 min); short enough to keep
+the model cheap (about 0.2 M parameters; see tests/benchmarks/bench_inference.py for windows per second).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from airwatt.errors import ConfigError
+from airwatt.models.base import ModelOutput, TargetPosition
+from airwatt.models.multitask import PerApplianceMLP
+
+
+class CausalBlock(nn.Module):
+    """Residual block: kernel-2 backward-looking convolution at ``dilation``, BN, ReLU, pointwise mix.
+
+    The residual path zero-pads the channels from ``in_ch`` to ``out_ch`` (no extra weights).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, dilation: int) -> None:
+        super().__init__()
+        self.in_ch, self.out_ch, self.dilation = in_ch, out_ch, dilation
+        # weight[..., 0] applies to reading p - dilation, weight[..., 1] to reading p.
+        self.conv = nn.Conv1d(in_ch, out_ch, 2, bias=False)
+        self.norm = nn.BatchNorm1d(out_ch)
+        self.mix = nn.Conv1d(out_ch, out_ch, 1)
+
+    def sequence(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, T) -> (B, C_out, T), every position; left-padded: p reads only p and p - dilation."""
+        y = F.conv1d(F.pad(h, (self.dilation, 0)), self.conv.weight, dilation=self.dilation)
+        residual = F.pad(h, (0, 0, 0, self.out_ch - self.in_ch))
+        return residual + self.mix(torch.relu(self.norm(y)))
+
+    def pyramid(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, n, C_in) readings t - j*d (ascending, n even) -> (B, n/2, C_out) readings t - j*2d.
+
+        d = dilation; channels last. Adjacent entries are d apart, so pairing entries (2m, 2m + 1) pairs
+        each kept reading (the odd entries) with the one d before it: ``sequence``'s arithmetic there.
+        """
+        b, n, _ = h.shape
+        pairs = h.reshape(b, n // 2, 2 * self.in_ch)  # [h(p - d), h(p)] per kept reading p
+        w = self.conv.weight.permute(0, 2, 1).reshape(
+            self.out_ch, 2 * self.in_ch
+        )  # (out, in, 2) -> (out, 2in)
+        y = self.norm(F.linear(pairs, w).reshape(-1, self.out_ch)).reshape(b, n // 2, self.out_ch)
+        residual = F.pad(h[:, 1::2], (0, self.out_ch - self.in_ch))
+        return residual + F.linear(torch.relu(y), self.mix.weight.squeeze(-1), self.mix.bias)
+
+
+class CausalNet(nn.Module):
+    """(B, W) normalised aggregate -> per appliance: on/off logit and normalised power at the last reading."""
+
+    default_target: ClassVar[TargetPosition] = "last"
+    default_window_length: ClassVar[int] = 512
+    trainable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        n_appliances: int,
+        window_length: int,
+        *,
+        target: TargetPosition | None = None,
+        base_channels: int = 16,
+        max_channels: int = 64,
+        hidden: int = 128,
+        head_hidden: int = 32,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if (target or "last") != "last":
+            raise ConfigError(f"the causal model predicts the newest reading (target 'last'), not {target!r}")
+        if n_appliances < 1 or window_length < 2 or not 1 <= base_channels <= max_channels:
+            raise ConfigError(
+                f"causal needs n_appliances >= 1, window_length >= 2 and 1 <= base_channels <= max_channels "
+                f"(got {n_appliances}, {window_length}, {base_channels}, {max_channels})"
+            )
+        self.n_appliances = n_appliances
+        self.window_length = window_length
+        self.target: TargetPosition = "last"
+        self.n_blocks = math.ceil(math.log2(window_length))
+        self.receptive_field = 2**self.n_blocks
+        widths = [base_channels] + [min(max_channels, base_channels * 2**i) for i in range(self.n_blocks)]
+        self.stem = nn.Conv1d(1, base_channels, 1)  # pointwise, followed by ReLU
+        self.blocks = nn.ModuleList(CausalBlock(widths[i], widths[i + 1], 2**i) for i in range(self.n_blocks))
+        self.trunk = nn.Sequential(nn.Linear(sum(widths), hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.on_head = PerApplianceMLP(hidden, head_hidden, n_appliances)
+        self.power_head = PerApplianceMLP(hidden, head_hidden, n_appliances)
+
+    def _blocks(self) -> list[CausalBlock]:
+        return [cast(CausalBlock, b) for b in self.blocks]
+
+    @property
+    def sequence_exact(self) -> bool:
+        """Whether forward_sequence equals forward on every window (the window is the receptive field)."""
+        return self.window_length == self.receptive_field
+
+    def _heads(self, features: torch.Tensor) -> ModelOutput:
+        h = self.trunk(features)  # (..., F) -> (..., hidden)
+        return ModelOutput(self.power_head(h), self.on_head(h))  # (..., A) each
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        x = F.pad(x, (self.receptive_field - x.shape[1], 0))  # (B, W) -> (B, 2^L), zeros = the mean
+        h = torch.relu(F.linear(x.unsqueeze(-1), self.stem.weight.squeeze(-1), self.stem.bias))  # (B, 2^L, C)
+        skips = [h[:, -1]]
+        for block in self._blocks():
+            h = block.pyramid(h)  # (B, n, C) -> (B, n / 2, C')
+            skips.append(h[:, -1])  # the newest reading, (B, C')
+        return self._heads(torch.cat(skips, dim=1))  # (B, A), (B, A)
+
+    def forward_sequence(self, x: torch.Tensor) -> ModelOutput:
+        """(B, T) normalised series -> outputs at every position, (B, T, A) each; zeros before the start."""
+        h = torch.relu(self.stem(x.unsqueeze(1)))  # (B, C, T)
+        skips = [h]
+        for block in self._blocks():
+            h = block.sequence(h)
+            skips.append(h)
+        features = torch.cat(skips, dim=1).transpose(1, 2)  # (B, T, sum of widths)
+        return self._heads(features)

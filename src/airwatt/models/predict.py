@@ -1,0 +1,377 @@
+"""THE prediction code: evaluation, notebooks and the service all load a ``ModelBundle`` and call it here, so
+training and serving cannot drift apart.
+
+Rules (the same for every model; the README quotes them):
+
+- **Normalisation**: ``x = (aggregate_w - mean_w) / std_w`` with the training statistics in the bundle.
+  Invalid readings (``valid`` False, or NaN) are filled with 0, i.e. the training mean.
+- **Edges**: a midpoint model's window around reading t reaches past the ends of a series; those positions are
+  padded with 0 (the normalised mean), so every valid reading gets a prediction. A causal ("last") model's
+  window is left-padded the same way: the first W - 1 readings see zeros for the readings before the start.
+- **Decoding**: power in watts is ``power * std_w + mean_w`` per appliance, clipped to [0, max_w].
+  Models with on/off heads: ``prob_on = sigmoid(on_logit)``, and the power is GATED: the decoded watts where
+  ``prob_on >= 0.5``, 0 W elsewhere. Power-only models (seq2point, mean): ``prob_on`` is 1.0 where the decoded
+  power >= the appliance's on threshold, else 0.0; their power is not gated.
+- **Series** (``predict_series``): ``predicted`` is True where the input reading at the target is valid;
+  elsewhere ``power_w`` and ``prob_on`` are 0 and ``on`` is False. ``on`` is the per-reading state
+  (``prob_on >= 0.5``) after each appliance's minimum on/off durations (airwatt.labels.on_intervals_ms: runs
+  closer than min_off_s merged, runs shorter than min_on_s dropped); readings without a prediction count as
+  off in that rule and are reported off even where it bridges them.
+  The duration rule looks up to min_on_s into the future, even for the causal model: ``power_w`` and
+  ``prob_on`` of a causal model are causal, ``on`` is not.
+- **Windows** (``predict_windows``, the service's newest-reading path): the same decoding, no duration rule
+  (a single reading has no duration); the state is ``prob_on >= 0.5``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import ValidationError
+from torch import nn
+
+from airwatt.appliances import appliance_spec
+from airwatt.errors import AirwattError, ConfigError, DataError
+from airwatt.labels import on_intervals_ms
+from airwatt.models.base import ModelOutput, TargetPosition, target_index
+from airwatt.models.bundle import (
+    SPEC_FILE,
+    WEIGHTS_FILE,
+    ModelLoadError,
+    ModelSpec,
+    NormStats,
+    OnOffSpec,
+    read_spec,
+    read_weights,
+    save_bundle,
+)
+from airwatt.models.registry import create_model, model_class
+
+log = logging.getLogger(__name__)
+
+ON_PROBABILITY_THRESHOLD = 0.5
+SEQUENCE_CHUNK = 16384  # readings per forward_sequence call: bounds memory on long series
+
+
+@dataclass(frozen=True)
+class SeriesPrediction:
+    """Predictions for every reading of one device's series on the regular grid; A = len(appliances)."""
+
+    appliances: list[str]
+    power_w: np.ndarray  # (T, A) float32 watts in [0, max_w]; 0 where not predicted
+    prob_on: np.ndarray  # (T, A) float32 in [0, 1]; 0 where not predicted
+    on: np.ndarray  # (T, A) bool, after the minimum on/off durations
+    predicted: np.ndarray  # (T,) bool: the input reading at the target was valid
+
+
+@dataclass(frozen=True)
+class OutputDecoder:
+    """ModelOutput (normalised) -> (power_w, prob_on), by the rules in the module docstring."""
+
+    mean_w: torch.Tensor  # (A,)
+    std_w: torch.Tensor  # (A,)
+    max_w: torch.Tensor  # (A,)
+    on_threshold_w: torch.Tensor  # (A,)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec) -> OutputDecoder:
+        def vec(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32)
+
+        apps = spec.appliances
+        return cls(
+            vec([spec.norm.power_mean_w[a] for a in apps]),
+            vec([spec.norm.power_std_w[a] for a in apps]),
+            vec([spec.on_off[a].max_w for a in apps]),
+            vec([spec.on_off[a].on_threshold_w for a in apps]),
+        )
+
+    def __call__(self, output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., A) normalised outputs -> (..., A) watts and (..., A) on-probability, float32."""
+        dev = output.power.device
+        power_w = output.power.float() * self.std_w.to(dev) + self.mean_w.to(dev)
+        power_w = torch.minimum(power_w.clamp(min=0.0), self.max_w.to(dev))
+        if output.on_logits is None:
+            return power_w, (power_w >= self.on_threshold_w.to(dev)).float()
+        prob_on = torch.sigmoid(output.on_logits.float())
+        return torch.where(prob_on >= ON_PROBABILITY_THRESHOLD, power_w, 0.0), prob_on
+
+
+def spec_problems(spec: ModelSpec) -> list[str]:
+    """What makes a spec unusable: appliances without normalisation or on/off parameters, an unknown arch."""
+    problems = []
+    if not spec.appliances:
+        problems.append("no appliances")
+    for what, keys in (
+        ("norm.power_mean_w", spec.norm.power_mean_w),
+        ("norm.power_std_w", spec.norm.power_std_w),
+        ("on_off", spec.on_off),
+    ):
+        missing = [a for a in spec.appliances if a not in keys]
+        if missing:
+            problems.append(f"{what} lacks {', '.join(missing)}")
+    if "target" in spec.arch_kwargs and spec.arch_kwargs["target"] != spec.target:
+        problems.append(f"arch_kwargs.target {spec.arch_kwargs['target']!r} is not target {spec.target!r}")
+    try:
+        model_class(spec.arch)
+    except ConfigError as e:
+        problems.append(str(e))
+    return problems
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
+    """The (untrained) model a spec describes: its arch, arguments, appliance count, window and target."""
+    kwargs = {**spec.arch_kwargs, "target": spec.target}
+    return create_model(
+        spec.arch, n_appliances=len(spec.appliances), window_length=spec.window_length, **kwargs
+    )
+
+
+def _model_mismatch(spec: ModelSpec, model: nn.Module) -> list[str]:
+    expected = {
+        "n_appliances": len(spec.appliances),
+        "window_length": spec.window_length,
+        "target": spec.target,
+    }
+    return [
+        f"model.{k} is {getattr(model, k, None)!r}, the spec says {v!r}"
+        for k, v in expected.items()
+        if getattr(model, k, None) != v
+    ]
+
+
+@dataclass(frozen=True, eq=False)
+class ModelBundle:
+    """A model and the spec that says how to use it; the model is put in eval mode."""
+
+    spec: ModelSpec
+    model: nn.Module
+    decoder: OutputDecoder = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        problems = spec_problems(self.spec) + _model_mismatch(self.spec, self.model)
+        if problems:
+            raise ConfigError(f"model and spec disagree ({self.spec.arch}): {'; '.join(problems)}")
+        self.model.eval()
+        object.__setattr__(self, "decoder", OutputDecoder.from_spec(self.spec))
+
+    # ---- artifact -------------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, bundle_dir: str | Path, *, device: str | torch.device = "cpu") -> ModelBundle:
+        """Read a bundle directory; anything missing or inconsistent raises ModelLoadError naming it."""
+        bundle_dir = Path(bundle_dir)
+        spec_path, weights_path = bundle_dir / SPEC_FILE, bundle_dir / WEIGHTS_FILE
+        try:
+            spec = read_spec(bundle_dir)
+        except ValidationError as e:
+            raise ModelLoadError(f"{spec_path}: invalid model spec: {_first_error(e)}") from None
+        problems = spec_problems(spec)
+        if problems:
+            raise ModelLoadError(f"{spec_path}: inconsistent model spec: {'; '.join(problems)}")
+        try:
+            model = build_model(spec)
+        except AirwattError as e:
+            raise ModelLoadError(f"{spec_path}: cannot build the model: {e}") from None
+        try:
+            state = read_weights(bundle_dir)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
+            raise ModelLoadError(f"{weights_path}: unreadable weights ({type(e).__name__}: {e})") from None
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            detail = " ".join(str(e).split())[:400]
+            raise ModelLoadError(
+                f"{weights_path}: weights do not fit the {spec.arch!r} model described in {spec_path} "
+                f"({len(spec.appliances)} appliances, window {spec.window_length}): {detail}"
+            ) from None
+        log.info("loaded %s model from %s (%s)", spec.arch, bundle_dir, ", ".join(spec.appliances))
+        return cls(spec, model.to(device))
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the bundle directory (model.json + weights.safetensors) atomically."""
+        return save_bundle(out_dir, self.spec, self.model)
+
+    # ---- what the model expects ----------------------------------------------------------------------
+    @property
+    def appliances(self) -> list[str]:
+        return list(self.spec.appliances)
+
+    @property
+    def window_length(self) -> int:
+        return self.spec.window_length
+
+    @property
+    def target(self) -> TargetPosition:
+        return self.spec.target
+
+    @property
+    def interval_s(self) -> float:
+        return self.spec.interval_s
+
+    @property
+    def device(self) -> torch.device:
+        tensor = next(itertools.chain(self.model.parameters(), self.model.buffers()), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
+    def normalise(self, aggregate_w: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Watts -> the model's input scale, float32; invalid or NaN readings become 0 (the training mean)."""
+        agg = np.asarray(aggregate_w, dtype=np.float64)
+        ok = np.isfinite(agg) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(agg)
+        x = (agg - self.spec.norm.aggregate_mean_w) / self.spec.norm.aggregate_std_w
+        return np.where(ok, x, 0.0).astype(np.float32)
+
+    # ---- prediction ----------------------------------------------------------------------------------
+    def predict_windows(self, x_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, W) normalised windows -> (B, A) watts and (B, A) on-probability at each window's target
+        reading, on the model's device. No duration rule: the state of one reading is prob_on >= 0.5."""
+        if x_norm.ndim != 2 or x_norm.shape[1] != self.window_length:
+            raise DataError(
+                f"expected windows of shape (B, {self.window_length}) for the {self.spec.arch} model, "
+                f"got {tuple(x_norm.shape)}"
+            )
+        with torch.inference_mode():
+            return self.decoder(self.model(x_norm.to(self.device, torch.float32)))
+
+    def predict_series(
+        self, aggregate_w: np.ndarray, valid: np.ndarray | None = None, *, batch_size: int = 1024
+    ) -> SeriesPrediction:
+        """Predict every reading of one device's aggregate series (T,) on the regular ``interval_s`` grid."""
+        agg = np.asarray(aggregate_w)
+        if agg.ndim != 1:
+            raise DataError(f"aggregate_w must be one series of shape (T,), got shape {agg.shape}")
+        if valid is not None and np.shape(valid) != agg.shape:
+            raise DataError(f"valid has shape {np.shape(valid)}, aggregate_w {agg.shape}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, not {batch_size}")
+        predicted = np.isfinite(agg) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(agg)
+        x = torch.from_numpy(self.normalise(agg, predicted))
+        power_w, prob_on = self._series_outputs(x, batch_size)  # (T, A) each
+        power_w[~predicted] = 0.0
+        prob_on[~predicted] = 0.0
+        on = self.apply_durations(prob_on >= ON_PROBABILITY_THRESHOLD) & predicted[:, None]
+        return SeriesPrediction(self.appliances, power_w, prob_on, on, predicted)
+
+    def _series_outputs(self, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(T,) normalised series -> (T, A) watts and on-probability, numpy float32."""
+        n_app = len(self.spec.appliances)
+        if len(x) == 0:
+            return np.zeros((0, n_app), np.float32), np.zeros((0, n_app), np.float32)
+        w = self.window_length
+        offset = target_index(w, self.target)
+        x = x.to(self.device)
+        if self._use_sequence_path():
+            return self._sequence_outputs(x)
+        padded = F.pad(x, (offset, w - 1 - offset))  # (T + W - 1,): window i has reading i at ``offset``
+        windows = padded.unfold(0, w, 1)  # (T, W), a view
+        power, prob = [], []
+        with torch.inference_mode():
+            for lo in range(0, len(windows), batch_size):
+                p, q = self.decoder(self.model(windows[lo : lo + batch_size]))  # (b, A) each
+                power.append(p.cpu())
+                prob.append(q.cpu())
+        return torch.cat(power).numpy(), torch.cat(prob).numpy()
+
+    def _use_sequence_path(self) -> bool:
+        return (
+            self.target == "last"
+            and hasattr(self.model, "forward_sequence")
+            and bool(getattr(self.model, "sequence_exact", False))
+        )
+
+    def _sequence_outputs(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Causal models with an exact forward_sequence: O(T), chunks carrying W - 1 readings of context."""
+        w = self.window_length
+        padded = F.pad(x, (w - 1, 0))  # (T + W - 1,): zeros before the start
+        power, prob = [], []
+        forward_sequence: Callable[[torch.Tensor], ModelOutput] = getattr(self.model, "forward_sequence")  # noqa: B009
+        with torch.inference_mode():
+            for lo in range(0, len(x), SEQUENCE_CHUNK):
+                chunk = padded[lo : lo + SEQUENCE_CHUNK + w - 1]
+                out = forward_sequence(chunk.unsqueeze(0))  # (1, n + W - 1, A) each
+                on_logits = None if out.on_logits is None else out.on_logits[0, w - 1 :]
+                p, q = self.decoder(ModelOutput(out.power[0, w - 1 :], on_logits))  # (n, A) each
+                power.append(p.cpu())
+                prob.append(q.cpu())
+        return torch.cat(power).numpy(), torch.cat(prob).numpy()
+
+    def apply_durations(self, state: np.ndarray) -> np.ndarray:
+        """(T, A) per-reading on/off -> (T, A) after each appliance's minimum on/off durations, in seconds."""
+        n = len(state)
+        step_ms = round(self.spec.interval_s * 1000)
+        ts_ms = np.arange(n, dtype=np.int64) * step_ms
+        out = np.zeros(state.shape, dtype=bool)
+        for j, name in enumerate(self.spec.appliances):
+            # The labelling rule of airwatt.labels on the 0/1 state, so predictions and labels agree.
+            rule = replace(self.spec.on_off[name].appliance_spec(name), on_threshold_w=0.5)
+            starts, ends = on_intervals_ms(ts_ms, state[:, j].astype(np.float32), rule, self.spec.interval_s)
+            # As airwatt.labels.status_from_intervals: inside [start, end).
+            inside = np.searchsorted(starts, ts_ms, side="right") - np.searchsorted(ends, ts_ms, side="right")
+            out[:, j] = inside > 0
+        return out
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "(root)"
+    return f"{where}: {err['msg']} ({e.error_count()} error(s))"
+
+
+def spec_from_prepared(
+    prepared_dir: str | Path,
+    arch: str,
+    arch_kwargs: dict[str, Any],
+    window_length: int,
+    target: TargetPosition,
+    appliances: list[str] | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> ModelSpec:
+    """The spec of a model trained on a prepared directory: its norm_stats.json (fitted on the training
+    devices) and the on/off parameters of airwatt.appliances; ``appliances`` defaults to all of the data's."""
+    path = Path(prepared_dir) / "norm_stats.json"
+    if not path.is_file():
+        raise DataError("normalisation statistics not found (run `airwatt data prepare` first)", file=path)
+    stats = json.loads(path.read_text())
+    per_app: dict[str, dict[str, Any]] = stats["appliances"]
+    chosen = list(per_app) if appliances is None else list(appliances)
+    missing = [a for a in chosen if a not in per_app]
+    if missing or not chosen:
+        raise DataError(
+            f"appliances {missing or chosen} are not in the prepared data (it has: {', '.join(per_app)})",
+            file=path,
+        )
+    unfitted = [a for a in chosen if not per_app[a]["fitted"]]
+    if unfitted:
+        log.warning("%s: no training ground truth for %s; the model cannot learn them", path, unfitted)
+    if target not in ("midpoint", "last"):
+        raise ConfigError(f"target must be 'midpoint' or 'last', not {target!r}")
+    kwargs = dict(arch_kwargs)
+    if kwargs.pop("target", target) != target:
+        raise ConfigError(f"arch_kwargs target {arch_kwargs['target']!r} contradicts target {target!r}")
+    model_class(arch)  # unknown names fail here, before training
+    return ModelSpec(
+        arch=arch,
+        arch_kwargs=kwargs,
+        appliances=chosen,
+        window_length=window_length,
+        target=target,
+        interval_s=float(stats["interval_s"]),
+        norm=NormStats(
+            aggregate_mean_w=float(stats["aggregate"]["mean_w"]),
+            aggregate_std_w=float(stats["aggregate"]["std_w"]),
+            power_mean_w={a: float(per_app[a]["mean_w"]) for a in chosen},
+            power_std_w={a: float(per_app[a]["std_w"]) for a in chosen},
+        ),
+        on_off={a: OnOffSpec.of(appliance_spec(a)) for a in chosen},
+        provenance=dict(provenance or {}),
+    )

@@ -1,0 +1,233 @@
+"""The real training entry on a tiny simulated fleet: every model, resuming, and bad input at the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airwatt.config import Params, load_params
+from airwatt.errors import ConfigError
+from airwatt.models import MODEL_NAMES, ModelBundle
+from airwatt.prepare import prepare
+from airwatt.simulate import simulate_fleet
+from airwatt.training.train import TrainResult, config_hash, resolve, train
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tiny_params(tmp: Path, **train: Any) -> Params:
+    """params.yaml with a training bounded to a few batches, checkpoints under ``tmp``."""
+    overrides = {
+        "train.batch_size": 32,
+        "train.limit_train_batches": 3,
+        "train.limit_val_batches": 2,
+        "train.max_epochs": 1,
+        "train.num_workers": 0,
+        "train.checkpoint_dir": str(tmp / "checkpoints"),
+        "train.arch": {"multitask": {"widths": [8, 16], "hidden": 32, "head_hidden": 8}},
+        **{f"train.{k}": v for k, v in train.items()},
+    }
+    return load_params(REPO / "params.yaml", overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """simulate_fleet(3 devices, 1 day) -> prepare: one device per split."""
+    root = tmp_path_factory.mktemp("fleet")
+    params = load_params(REPO / "params.yaml", overrides={"simulate.devices": 3})
+    simulate_fleet(root / "sim", params.simulate, start=params.sync.start, days=1, interval_s=5)
+    prepare(root / "sim", params, root / "prepared")
+    return root / "prepared"
+
+
+def run_train(params: Params, prepared: Path, out: Path, **kwargs: Any) -> TrainResult:
+    return train(
+        params,
+        prepared,
+        out_dir=out / "model",
+        metrics_path=out / "metrics" / "train.json",
+        epochs_path=out / "metrics" / "epochs.csv",
+        **kwargs,
+    )
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_fast_dev_run_of_every_model_writes_a_bundle_that_predicts(
+    name: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'untouched.db'}")
+    result = run_train(tiny_params(tmp_path), prepared, tmp_path, model_name=name, fast_dev_run=True)
+    assert result.run_id is None and result.model_version is None  # a smoke run is not tracked
+    assert not (tmp_path / "untouched.db").exists()
+    bundle = ModelBundle.load(result.bundle_dir)
+    assert bundle.spec.arch == name
+    assert bundle.spec.provenance["data_version"].startswith("sha256:")
+    agg = np.load(prepared / "test" / "aggregate_w.npy")[:2000]
+    pred = bundle.predict_series(agg)
+    assert pred.power_w.shape == (2000, len(bundle.appliances))
+    assert np.isfinite(pred.power_w).all()
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert metrics["model"] == name
+    epochs = pd.read_csv(tmp_path / "metrics" / "epochs.csv")
+    assert len(epochs) == 1 and np.isfinite(epochs["val_loss"]).all()
+
+
+def test_target_and_window_default_to_the_models_own() -> None:
+    cfg = load_params(REPO / "params.yaml").train.model_copy(update={"window_length": None, "target": None})
+    causal, _ = resolve(cfg, "causal")
+    assert (causal.window_length, causal.target) == (512, "last")
+    s2p, _ = resolve(cfg.model_copy(update={"window_length": 99}), "seq2point")
+    assert (s2p.window_length, s2p.target) == (99, "midpoint")
+    with pytest.raises(ConfigError, match="known models: seq2point"):
+        resolve(cfg, "transformer")
+
+
+def test_resume_hash_ignores_run_length_but_not_what_shapes_the_weights(tmp_path: Path) -> None:
+    cfg, kw = resolve(tiny_params(tmp_path).train, "multitask")
+    base = config_hash(cfg, kw, "v1")
+    assert config_hash(cfg.model_copy(update={"max_epochs": 9, "num_workers": 3}), kw, "v1") == base
+    assert config_hash(cfg.model_copy(update={"lr": 0.5}), kw, "v1") != base
+    assert config_hash(cfg, {**kw, "hidden": 64}, "v1") != base
+    assert config_hash(cfg, kw, "v2") != base
+
+
+def test_power_loss_skips_appliances_never_on_in_training(prepared: Path, tmp_path: Path) -> None:
+    import torch
+
+    from airwatt.models import build_model, spec_from_prepared
+    from airwatt.prepare.windows import WindowSample
+    from airwatt.training.module import DisaggregationModule
+
+    cfg, kw = resolve(tiny_params(tmp_path).train, "mean")
+    spec = spec_from_prepared(prepared, "mean", kw, cfg.window_length, cfg.target)
+    a = len(spec.appliances)
+    mean_w = torch.tensor([spec.norm.power_mean_w[x] for x in spec.appliances])
+    batch = WindowSample(torch.zeros(4, 1), mean_w.repeat(4, 1), torch.zeros(4, a), torch.ones(4, a),
+                         torch.ones(4, a))  # fmt: skip
+    batch.power_w[:, 0] += 1e4  # appliance 0 far from its training mean
+    learn_all = DisaggregationModule(build_model(spec), spec, cfg)
+    skip_first = DisaggregationModule(build_model(spec), spec, cfg, [False] + [True] * (a - 1))
+    out = learn_all(batch.aggregate)
+    assert float(learn_all._loss(out, batch)["loss_power"]) > 1.0
+    assert float(skip_first._loss(out, batch)["loss_power"]) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_its_last_checkpoint(
+    prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    first = run_train(tiny_params(tmp_path, max_epochs=1), prepared, tmp_path)
+    assert first.resumed_from is None and first.global_step == 3
+    assert (first.checkpoint_dir / "last.ckpt").is_file()
+
+    second = run_train(tiny_params(tmp_path, max_epochs=2), prepared, tmp_path)
+    assert second.resumed_from == first.checkpoint_dir / "last.ckpt"
+    assert second.global_step == 6  # continued from step 3, not restarted
+    assert second.run_id == first.run_id  # and logged into the same MLflow run
+    epochs = pd.read_csv(tmp_path / "metrics" / "epochs.csv")
+    assert list(epochs["epoch"]) == [0, 1] and list(epochs["step"]) == [3, 6]
+
+    fresh = run_train(tiny_params(tmp_path, max_epochs=1), prepared, tmp_path, fresh=True)
+    assert fresh.resumed_from is None and fresh.global_step == 3
+
+
+def _airwatt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["airwatt", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_cli_unknown_model_is_a_one_line_error_with_exit_2(prepared: Path, tmp_path: Path) -> None:
+    proc = _airwatt("train", "--data", str(prepared), "--model", "transformer", cwd=REPO)
+    assert proc.returncode == 2
+    assert "unknown model 'transformer'" in proc.stderr and "multitask" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_train_on_a_folder_that_was_not_prepared_names_it(tmp_path: Path) -> None:
+    proc = _airwatt("train", "--data", str(tmp_path), "--fast-dev-run", cwd=REPO)
+    assert proc.returncode == 2
+    assert str(tmp_path) in proc.stderr and "prepare" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------------ the DVC stages and MLproject
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the default store: <repo>/mlflow.db
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def pipeline_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git + DVC copy of the project, shrunk by params only (4 devices, 1 day, a few batches)."""
+    import shutil
+
+    import yaml
+
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    repo.mkdir()
+    for name in ("dvc.yaml", "params.yaml", "MLproject", ".gitignore"):
+        shutil.copy2(REPO / name, repo / name)
+    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["simulate"]["devices"] = 4
+    params["sync"]["days"] = 1
+    params["train"].update(
+        limit_train_batches=3, limit_val_batches=2, max_epochs=1, batch_size=32, num_workers=0
+    )
+    params["train"]["arch"]["multitask"] = {"widths": [8, 16], "hidden": 32, "head_hidden": 8}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "config", "user.email", "test@airwatt.local"], repo)
+    _run(["git", "config", "user.name", "AirWatt Test"], repo)
+    _run(["dvc", "init", "-q"], repo)
+    shutil.copy2(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "init"], repo)
+    return repo
+
+
+@pytest.mark.slow
+def test_dvc_repro_trains_registers_and_promotes_then_exp_run_overrides_lr(pipeline_repo: Path) -> None:
+    repo = pipeline_repo
+    out = _run(["dvc", "repro"], repo).stdout
+    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
+    assert ModelBundle.load(repo / "data/model").spec.provenance["data_version"].startswith("dvc:")
+    promotion = json.loads((repo / "data/metrics/promotion.json").read_text())
+    assert promotion["promoted"] and promotion["champion_version"] == 1
+    metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    files = {f for ws in metrics.values() for f in ws.get("data", {})}
+    assert {"data/metrics/train.json", "data/metrics/evaluate.json"} <= files
+    assert (repo / "data/metrics/train_epochs.csv").is_file() and any((repo / "data/metrics").glob("*/*.png"))
+
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "first run"], repo)
+    exp = _run(["dvc", "exp", "run", "-S", "train.lr=0.002"], repo).stdout
+    assert "Running stage 'train'" in exp and "Running stage 'sync'" not in exp
+    promotion = json.loads((repo / "data/metrics/promotion.json").read_text())
+    assert promotion["candidate_version"] == 2 and promotion["champion_version"] in (1, 2)
+
+
+@pytest.mark.slow
+def test_mlflow_run_of_the_train_entry_point(pipeline_repo: Path) -> None:
+    if not (pipeline_repo / "data/prepared/split.json").is_file():
+        _run(["dvc", "repro", "prepare"], pipeline_repo)
+    proc = _run(
+        ["mlflow", "run", ".", "-e", "train", "--env-manager", "local", "-P", "model=causal"], pipeline_repo
+    )
+    assert "succeeded" in proc.stdout + proc.stderr
+    assert ModelBundle.load(pipeline_repo / "data/model").spec.arch == "causal"
