@@ -208,7 +208,10 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     assert run.data.params["data.version"].startswith("sha256:")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
     assert run.data.params["git.commit"] == head.strip()
-    assert run.data.params["git.dirty"] == "false"  # untracked files (the run's own outputs) do not count
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert run.data.params["git.dirty"] == str(bool(dirty)).lower()  # untracked files do not count
     assert run.data.tags["mlflow.source.git.commit"] == run.data.params["git.commit"]
     val_loss = client.get_metric_history(first.run_id, "val/loss")
     assert len(val_loss) == 2  # one per epoch
@@ -246,6 +249,17 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     assert bundle.predict_series(agg).power_w.shape == (len(agg), len(bundle.appliances))
     for uri in (f"models:/{NAME}/{first.model_version}", f"runs:/{first.run_id}/model"):
         assert ModelBundle.load(tracking.download_bundle(uri)).spec == bundle.spec
+    # `airwatt evaluate` on the registered champion, by URI.
+    by_uri = evaluate(
+        f"models:/{NAME}@champion",
+        data,
+        tmp_path / "champion.json",
+        max_fill_s=30,
+        split_file=prepared / "split.json",
+        split="test",
+    )
+    assert by_uri["model"]["registry"]["version"] == first.model_version
+    assert by_uri["appliances"] == json.loads((tmp_path / "eval.json").read_text())["appliances"]
     pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     readings = pd.DataFrame(
         {"timestamp": pd.date_range("2026-01-05", periods=700, freq="5s"), "power_w": agg[:700].astype(float)}
