@@ -211,7 +211,10 @@ def test_dvc_repro_trains_registers_and_promotes_then_exp_run_overrides_lr(pipel
     assert promotion["promoted"] and promotion["champion_version"] == 1
     metrics = json.loads(_run(["dvc", "metrics", "show", "--json"], repo).stdout)
     files = {f for ws in metrics.values() for f in ws.get("data", {})}
-    assert {"data/metrics/train.json", "data/metrics/evaluate.json"} <= files
+    assert {"data/metrics/train.json", "data/metrics/evaluate_summary.json"} <= files
+    summary = json.loads((repo / "data/metrics/evaluate_summary.json").read_text())
+    report = json.loads((repo / "data/metrics/evaluate.json").read_text())
+    assert summary == {"mean": report["mean"], "appliances": report["appliances"]}
     assert (repo / "data/metrics/train_epochs.csv").is_file() and any((repo / "data/metrics").glob("*/*.png"))
 
     _run(["git", "add", "-A"], repo)

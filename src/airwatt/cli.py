@@ -5,6 +5,7 @@ Heavy imports happen inside the commands so `airwatt --help` stays fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from enum import StrEnum
@@ -299,9 +300,13 @@ def promote_cmd(
         Path | None, typer.Option(help="A prepare split.json; with --split, evaluate that split only.")
     ] = None,
     split: Annotated[str | None, typer.Option(help="Split name in --split-file (e.g. test).")] = None,
-    out: Annotated[Path, typer.Option(help="The candidate's evaluation JSON (DVC metrics).")] = Path(
+    out: Annotated[Path, typer.Option(help="The candidate's full evaluation report (JSON).")] = Path(
         "data/metrics/evaluate.json"
     ),
+    summary: Annotated[
+        Path | None,
+        typer.Option(help="A compact copy for `dvc metrics`: the report's mean and per-appliance blocks."),
+    ] = None,
     decision: Annotated[Path, typer.Option(help="The promotion decision JSON (DVC metrics).")] = Path(
         "data/metrics/promotion.json"
     ),
@@ -338,6 +343,9 @@ def promote_cmd(
         split_tag=split or "all",
     )
     write_json_atomic(decision, result.as_json())
+    if summary is not None:
+        report = json.loads(out.read_text())
+        write_json_atomic(summary, {"mean": report["mean"], "appliances": report["appliances"]})
 
 
 if __name__ == "__main__":
