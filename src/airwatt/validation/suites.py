@@ -82,6 +82,21 @@ class _Builder:
         expectation.severity = "critical" if sev == "fail" else "warning"
         return expectation
 
+    def power_range(self, low_column: str, high_column: str) -> list[Any]:
+        """power_range: ``low_column`` >= 0 and ``high_column`` <= the row's rated_max_w (nulls skipped)."""
+        return [
+            self.tag("power_range", self.gxe.ExpectColumnValuesToBeBetween(column=low_column, min_value=0)),
+            self.tag(
+                "power_range",
+                self.gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                    column_A="rated_max_w",
+                    column_B=high_column,
+                    or_equal=True,
+                    ignore_row_if="either_value_is_missing",
+                ),
+            ),
+        ]
+
     def if_present(self, frame: str, check: str, expectation: Any) -> list[Any]:
         """[the tagged expectation] if every column it names is in the frame, else [] (schema reports it)."""
         kw = expectation.configuration.kwargs
@@ -155,16 +170,7 @@ def readings_suites(b: _Builder, manifest: Manifest, *, derived: bool) -> list[S
                 mostly=cfg.min_cadence_fraction,
             ),
         ),
-        b.tag("power_range", gxe.ExpectColumnValuesToBeBetween(column="power_w", min_value=0)),
-        b.tag(
-            "power_range",
-            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="rated_max_w",
-                column_B="power_w",
-                or_equal=True,
-                ignore_row_if="either_value_is_missing",
-            ),
-        ),
+        *b.power_range("power_w", "power_w"),
         b.tag(
             "outage_rows",
             gxe.ExpectColumnValuesToBeInSet(
@@ -211,16 +217,7 @@ def ground_truth_suites(b: _Builder, manifest: Manifest, *, derived: bool) -> li
     per_row = SuiteSpec("airwatt.ground_truth_per_row", "ground_truth_per_row", f"{GROUND_TRUTH_FILE} row")
     per_row.expectations = [
         # Each appliance's power within [0, the device's rated max], via the row's smallest and largest value.
-        b.tag("power_range", gxe.ExpectColumnValuesToBeBetween(column="submetered_min_w", min_value=0)),
-        b.tag(
-            "power_range",
-            gxe.ExpectColumnPairValuesAToBeGreaterThanB(
-                column_A="rated_max_w",
-                column_B="submetered_max_w",
-                or_equal=True,
-                ignore_row_if="either_value_is_missing",
-            ),
-        ),
+        *b.power_range("submetered_min_w", "submetered_max_w"),
         b.tag(
             "timestamps_increasing",
             gxe.ExpectColumnValuesToBeBetween(column="interval_s", min_value=0, strict_min=True),
