@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +90,91 @@ def manifest_of(path: Path) -> Manifest:
     from airwatt.dataset import read_manifest
 
     return read_manifest(path)
+
+
+# ------------------------------------------------------------------ real servers and a trained model
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real tracking server (sqlite backend, proxied artifacts) on a free loopback port."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    hosts = f"127.0.0.1:{port},127.0.0.1,localhost:{port},localhost"
+    log = (root / "server.log").open("w")
+    args = ["--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination",
+            str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--allowed-hosts", hosts]  # fmt: skip
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", *args],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small causal model really trained (a few steps, no MLflow) on a 3-device, 6-hour simulated fleet:
+    a valid self-describing bundle directory for serving, labeling and report tests."""
+    from airwatt.config import load_params
+    from airwatt.prepare import prepare
+    from airwatt.simulate import simulate_fleet
+    from airwatt.training.train import train
+
+    root = tmp_path_factory.mktemp("trained")
+    params = load_params(
+        REPO / "params.yaml",
+        overrides={
+            "simulate.devices": 3,
+            "train.model": "causal",
+            "train.batch_size": 32,
+            "train.limit_train_batches": 4,
+            "train.limit_val_batches": 2,
+            "train.max_epochs": 2,
+            "train.num_workers": 0,
+            "train.checkpoint_dir": str(root / "checkpoints"),
+        },
+    )
+    simulate_fleet(root / "sim", params.simulate, start=params.sync.start, days=0.25, interval_s=5)
+    prepare(root / "sim", params, root / "prepared")
+    train(
+        params,
+        root / "prepared",
+        out_dir=root / "model",
+        metrics_path=root / "metrics" / "train.json",
+        epochs_path=root / "metrics" / "epochs.csv",
+        model_name="causal",
+        use_mlflow=False,
+    )
+    return root / "model"

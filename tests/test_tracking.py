@@ -4,13 +4,8 @@ default local sqlite store: what a training run logs, aliases, promotion, and lo
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,51 +88,6 @@ def test_flatten_keeps_every_key() -> None:
 
 
 # ------------------------------------------------------------------------------------ real stores
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real tracking server (sqlite backend, proxied artifacts) on a free loopback port."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    hosts = f"127.0.0.1:{port},127.0.0.1,localhost:{port},localhost"
-    log = (root / "server.log").open("w")
-    args = ["--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination",
-            str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--allowed-hosts", hosts]  # fmt: skip
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", *args], cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(dataset, prepared): 3 simulated devices, 6 hours; one device per split."""
