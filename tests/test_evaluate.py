@@ -239,6 +239,27 @@ def test_split_file_selects_the_held_out_devices(make_dataset: Callable[..., Pat
     assert both["data"]["devices"] == ["d-0000", "d-0002"]
 
 
+def test_time_split_evaluates_only_the_test_period(make_dataset: Callable[..., Path], tmp_path: Path) -> None:
+    """With prepare.split_by time (one-site data), the test split is the newest share of each device's span:
+    evaluation counts those readings only."""
+    from airwatt.config import load_params
+    from airwatt.prepare import prepare
+
+    data = make_dataset(devices=1, hours=8)
+    params = load_params(
+        REPO / "params.yaml",
+        overrides={"prepare.split_by": "time", "prepare.val_fraction": 0.25, "prepare.test_fraction": 0.25},
+    )
+    prepare(data, params, tmp_path / "prep")
+    split_file = tmp_path / "prep" / "split.json"
+    test = evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S, split_file=split_file, split="test")
+    whole = evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S)
+    assert whole["data"]["readings"]["fridge"]["power"] == 8 * 720
+    assert test["data"]["readings"]["fridge"]["power"] == 2 * 720  # 06:00-08:00 only
+    assert test["data"]["selection"]["time_ranges"]["d-0000"][0].startswith("2026-01-05T06:00:00")
+    assert test["appliances"]["kettle"]["f1"] == 1.0  # the 07:00 kettle run is in the test period
+
+
 # ----------------------------------------------------------------------------------------------- the CLI
 def test_cli_writes_the_report_with_the_key_contract(
     make_dataset: Callable[..., Path], tmp_path: Path

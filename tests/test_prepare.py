@@ -244,3 +244,45 @@ def test_failed_prepare_leaves_previous_output_untouched(prepared: Path, tmp_pat
     with pytest.raises(DataError, match="manifest not found"):
         prepare(tmp_path / "nothing", params(), prepared)
     assert (prepared / "norm_stats.json").read_bytes() == before
+
+
+# ------------------------------------------------------------------------------------------- time split
+def test_time_split_puts_each_device_in_every_split_oldest_first(tmp_path: Path) -> None:
+    """One-site data (REFIT house 2): split_by time trains on the past and tests on the future of every
+    device, with no slot in two splits, and normalises with statistics of the train part only."""
+    frames = {"house-a": device_frames(0, hours=10), "house-b": device_frames(1, hours=6)}
+    data = write_dataset(tmp_path / "data", frames)
+    p = params(**{"prepare.split_by": "time", "prepare.val_fraction": 0.2, "prepare.test_fraction": 0.3})
+    prepare(data, p, tmp_path / "prep")
+    split = json.loads((tmp_path / "prep" / "split.json").read_text())
+    assert split["split_by"] == "time"
+    for s in ("train", "val", "test"):
+        assert split[s] == ["house-a", "house-b"]
+    for dev, hours in (("house-a", 10), ("house-b", 6)):
+        (t0, t1), (v0, v1), (s0, s1) = (
+            [pd.Timestamp(x) for x in split["time_ranges"][s][dev]] for s in ("train", "val", "test")
+        )
+        assert t0 == START and t1 == v0 and v1 == s0 and s1 == START + pd.Timedelta(hours=hours)
+        assert (s1 - s0) / (s1 - t0) == pytest.approx(0.3, abs=1e-3)
+        assert (v1 - v0) / (s1 - t0) == pytest.approx(0.2, abs=1e-3)
+    index = {
+        s: json.loads((tmp_path / "prep" / s / "index.json").read_text()) for s in ("train", "val", "test")
+    }
+    slots = {s: {d["device_id"]: d["length"] for d in ix["devices"]} for s, ix in index.items()}
+    assert sum(slots[s]["house-a"] for s in slots) == 10 * 720
+    train_agg = np.load(tmp_path / "prep" / "train" / "aggregate_w.npy")
+    stats = json.loads((tmp_path / "prep" / "norm_stats.json").read_text())
+    assert stats["aggregate"]["mean_w"] == pytest.approx(float(np.nanmean(train_agg)), rel=1e-4)
+    assert stats["aggregate"]["count"] == sum(slots["train"].values())
+
+
+def test_time_split_refuses_explicit_device_lists_and_too_short_train(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", {"house-a": device_frames(0, hours=2)})
+    with pytest.raises(ConfigError, match="val_devices"):
+        prepare(
+            data, params(**{"prepare.split_by": "time", "prepare.test_devices": ["house-a"]}), tmp_path / "p"
+        )
+    bad = params(**{"prepare.split_by": "time", "prepare.val_fraction": 0.5, "prepare.test_fraction": 0.5})
+    with pytest.raises(ConfigError, match="house-a"):
+        prepare(data, bad, tmp_path / "p")
+    assert not (tmp_path / "p").exists()

@@ -71,6 +71,9 @@ class PrepareParams(_Section):
     max_fill_s: float = Field(ge=0, description="gaps up to this long are forward-filled on the grid")
     val_devices: list[str] = Field(description="explicit validation devices (empty: the seeded rule)")
     test_devices: list[str] = Field(description="explicit test devices (empty: the seeded rule)")
+    split_by: Literal["device", "time"] = Field(
+        "device", description="device: whole devices per split; time: each device's span cut in time"
+    )
 
 
 TargetPos = Literal["midpoint", "last"]

@@ -136,6 +136,27 @@ def read_split(split_file: Path, split: str) -> list[str]:
     return [str(d) for d in splits[split]]
 
 
+def read_time_ranges(
+    split_file: Path | None, split: str | None
+) -> dict[str, tuple[pd.Timestamp, pd.Timestamp]] | None:
+    """Per device, the [start, end) of one split of a time split (``prepare.split_by: time``); None for a
+    device split (every reading of the split's devices counts)."""
+    if split_file is None or split is None:
+        return None
+    doc = json.loads(split_file.read_text())
+    ranges = doc.get("time_ranges")
+    if ranges is None:
+        return None
+    try:
+        return {
+            str(d): (pd.Timestamp(a), pd.Timestamp(b)) for d, (a, b) in dict(ranges.get(split, {})).items()
+        }
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"{split_file}: time_ranges of split {split!r} are not [start, end] pairs: {e}"
+        ) from None
+
+
 def select_devices(
     ds: Dataset,
     devices: Sequence[str] | None = None,
@@ -312,15 +333,23 @@ def best_days(
 
 
 def grid_for_model(
-    ds: Dataset, device_id: str, appliances: list[str], *, interval_s: float, max_fill_s: float
+    ds: Dataset,
+    device_id: str,
+    appliances: list[str],
+    *,
+    interval_s: float,
+    max_fill_s: float,
+    time_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> tuple[DeviceGrid, np.ndarray] | None:
-    """One device on the model's grid (prepare's code), and which appliances have sub-metered power there;
-    None for a device without readings."""
-    readings = ds.readings([device_id], columns=["timestamp", "power_w"])
+    """One device on the model's grid (prepare's code), only [start, end) of ``time_range`` when given, and
+    which appliances have sub-metered power there; None for a device without readings."""
+    start, end = time_range if time_range is not None else (None, None)
+    readings = ds.readings([device_id], start, end, columns=["timestamp", "power_w"])
     if readings.empty:
         return None
-    gt = ds.ground_truth([device_id]) if ds.manifest.device(device_id).has_ground_truth else None
-    labels = ds.labels([device_id])
+    has_gt = ds.manifest.device(device_id).has_ground_truth
+    gt = ds.ground_truth([device_id], start, end) if has_gt else None
+    labels = ds.labels([device_id], start, end)
     labels = labels[labels["source"].isin(TRUTH_LABEL_SOURCES)]
     g = grid_device(readings, gt, labels, appliances, interval_s=interval_s, max_fill_s=max_fill_s)
     has_power = np.array(
@@ -360,11 +389,15 @@ def evaluate_device(
     usable: Sequence[str],
     max_fill_s: float,
     with_plots: bool,
+    time_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
 ) -> tuple[DeviceTotals, dict[int, DayPlot]] | str:
-    """One device's totals (and most active days when ``with_plots``), or why it was skipped."""
+    """One device's totals (and most active days when ``with_plots``), or why it was skipped; only the
+    readings inside ``time_range`` when given."""
     appliances = list(bundle.appliances)
     interval_s = bundle.spec.interval_s
-    gridded = grid_for_model(ds, device_id, appliances, interval_s=interval_s, max_fill_s=max_fill_s)
+    gridded = grid_for_model(
+        ds, device_id, appliances, interval_s=interval_s, max_fill_s=max_fill_s, time_range=time_range
+    )
     if gridded is None:
         return "no readings"
     g, has_power = gridded
@@ -400,6 +433,7 @@ def evaluate_bundle(
     """The evaluation report of one model on one dataset (see the module docstring)."""
     ds = Dataset(data)
     selected = select_devices(ds, devices, split_file, split)
+    ranges = read_time_ranges(split_file, split)
     usable = check_appliances(ds, bundle.appliances)
     appliances = list(bundle.appliances)
     if ds.manifest.interval_s != bundle.spec.interval_s:
@@ -413,7 +447,13 @@ def evaluate_bundle(
     skipped: dict[str, str] = {}
     for dev in tqdm(selected, desc="evaluate", unit="device", disable=None):
         result = evaluate_device(
-            bundle, ds, dev, usable=usable, max_fill_s=max_fill_s, with_plots=plots_dir is not None
+            bundle,
+            ds,
+            dev,
+            usable=usable,
+            max_fill_s=max_fill_s,
+            with_plots=plots_dir is not None,
+            time_range=None if ranges is None else ranges.get(dev),
         )
         if isinstance(result, str):
             skipped[dev] = result
@@ -447,6 +487,11 @@ def evaluate_bundle(
                 "devices": list(devices) if devices else None,
                 "split_file": str(split_file) if split_file is not None else None,
                 "split": split,
+                "time_ranges": (
+                    None
+                    if ranges is None
+                    else {d: [a.isoformat(), b.isoformat()] for d, (a, b) in sorted(ranges.items())}
+                ),
             },
             "appliances_missing": [a for j, a in enumerate(appliances) if not acc.present[j]],
             "interval_s": bundle.spec.interval_s,

@@ -2,7 +2,8 @@
 
 Output directory (replaced atomically)::
 
-    split.json        {"seed", "rule", "train": [...], "val": [...], "test": [...]}
+    split.json        {"seed", "rule", "split_by", "train": [...], "val": [...], "test": [...]}, and with
+                      split_by "time": "time_ranges": {split: {device: [start, end)}} (ISO 8601 UTC)
     norm_stats.json   fitted on the train devices only (normalize.py)
     summary.json      devices, readings, grid slots and valid fraction per split (DVC metrics)
     train/ val/ test/
@@ -33,9 +34,10 @@ from tqdm import tqdm
 from airwatt.atomic import atomic_dir
 from airwatt.config import Params
 from airwatt.dataset import Dataset
+from airwatt.errors import ConfigError
 from airwatt.prepare.grid import grid_device, grid_span
 from airwatt.prepare.normalize import fit_norm_stats
-from airwatt.prepare.split import SPLITS, explicit_split, split_devices
+from airwatt.prepare.split import SPLITS, TimeRanges, explicit_split, split_devices, time_split
 from airwatt.timeutil import to_epoch_ms
 
 __all__ = ["ARRAYS", "WindowDataset", "load_array", "prepare"]
@@ -56,6 +58,15 @@ SPLIT_RULE = (
     "devices; within a site type devices ordered by sha256('<seed>:<device_id>')"
 )
 
+TIME_SPLIT_RULE = (
+    "by time: every device in every split; each device's grid span cut oldest -> train, then val, then test, "
+    "round(fraction * slots) slots for val and test"
+)
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
+
 
 def __getattr__(name: str) -> Any:
     """WindowDataset imports torch: load it only when asked for, so the CLI stays light."""
@@ -72,11 +83,21 @@ def load_array(path: Path) -> np.ndarray:
     return arr if arr.size else np.load(path)
 
 
-def _device_spans(ds: Dataset, device_ids: list[str], interval_ms: int) -> dict[str, tuple[int, int]]:
-    """(t0_ms, slots) per device with readings; read from the timestamp column only."""
+Ranges = dict[str, tuple[int, int]]  # device -> [start_ms, end_ms)
+
+
+def _ts(ms: int | None) -> pd.Timestamp | None:
+    return None if ms is None else pd.Timestamp(ms, unit="ms", tz="UTC")
+
+
+def _device_spans(
+    ds: Dataset, device_ids: list[str], interval_ms: int, ranges: Ranges | None = None
+) -> dict[str, tuple[int, int]]:
+    """(t0_ms, slots) per device with readings (inside its range, when given); timestamp column only."""
     spans = {}
     for dev in device_ids:
-        ts = ds.readings([dev], columns=["timestamp"])["timestamp"]
+        start, end = ranges[dev] if ranges is not None else (None, None)
+        ts = ds.readings([dev], _ts(start), _ts(end), columns=["timestamp"])["timestamp"]
         if len(ts) == 0:
             log.warning("device %s: no readings; left out of the prepared data", dev)
             continue
@@ -97,21 +118,35 @@ def _open_arrays(split_dir: Path, n: int, a: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-def write_split(ds: Dataset, split: str, device_ids: list[str], split_dir: Path, params: Params) -> dict:
-    """Grid every device of one split into the split's arrays; returns its index (also index.json)."""
+def write_split(
+    ds: Dataset,
+    split: str,
+    device_ids: list[str],
+    split_dir: Path,
+    params: Params,
+    ranges: Ranges | None = None,
+) -> dict:
+    """Grid every device of one split (only its time range, when given) into the split's arrays; returns the
+    split's index (also index.json)."""
     split_dir.mkdir(parents=True)
     interval_s = params.data.interval_s
     appliances = ds.appliances
-    spans = _device_spans(ds, device_ids, round(interval_s * 1000))
+    spans = _device_spans(ds, device_ids, round(interval_s * 1000), ranges)
     total = sum(n for _, n in spans.values())
     arrays = _open_arrays(split_dir, total, len(appliances))
     devices, offset, readings = [], 0, 0
     for dev in tqdm(list(spans), desc=f"prepare {split}", unit="device", disable=None):
-        r = ds.readings([dev], columns=["timestamp", "power_w"])
+        start, end = (_ts(t) for t in ranges[dev]) if ranges is not None else (None, None)
+        r = ds.readings([dev], start, end, columns=["timestamp", "power_w"])
         info = ds.manifest.device(dev)
-        gt = ds.ground_truth([dev]) if info.has_ground_truth else None
+        gt = ds.ground_truth([dev], start, end) if info.has_ground_truth else None
         g = grid_device(
-            r, gt, ds.labels([dev]), appliances, interval_s=interval_s, max_fill_s=params.prepare.max_fill_s
+            r,
+            gt,
+            ds.labels([dev], start, end),
+            appliances,
+            interval_s=interval_s,
+            max_fill_s=params.prepare.max_fill_s,
         )
         assert (g.start_ms, len(g)) == spans[dev], f"grid of {dev} changed between passes"
         for name in ARRAYS:
@@ -173,16 +208,39 @@ def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
             params.data.interval_s,
         )
     rule = SPLIT_RULE
-    if p.val_devices or p.test_devices:
+    ranges: TimeRanges | None = None
+    if p.split_by == "time":
+        if p.val_devices or p.test_devices:
+            raise ConfigError(
+                "prepare: split_by time puts every device in every split; clear val_devices/test_devices"
+            )
+        interval_ms = round(params.data.interval_s * 1000)
+        ranges = time_split(
+            _device_spans(ds, ds.device_ids, interval_ms),
+            interval_ms=interval_ms,
+            val_fraction=p.val_fraction,
+            test_fraction=p.test_fraction,
+        )
+        split = {s: sorted(ranges[s]) for s in SPLITS}
+        rule = TIME_SPLIT_RULE
+    elif p.val_devices or p.test_devices:
         split = explicit_split(ds.manifest.devices, val_devices=p.val_devices, test_devices=p.test_devices)
         rule = "explicit: prepare.val_devices and prepare.test_devices; every other device trains"
     else:
         split = split_devices(
             ds.manifest.devices, seed=p.seed, val_fraction=p.val_fraction, test_fraction=p.test_fraction
         )
+    doc: dict[str, Any] = {"seed": p.seed, "rule": rule, "split_by": p.split_by, **split}
+    if ranges is not None:
+        doc["time_ranges"] = {
+            s: {d: [_iso(a), _iso(b)] for d, (a, b) in sorted(r.items())} for s, r in ranges.items()
+        }
     with atomic_dir(out) as tmp:
-        (tmp / "split.json").write_text(json.dumps({"seed": p.seed, "rule": rule, **split}, indent=2))
-        indexes = {s: write_split(ds, s, split[s], tmp / s, params) for s in SPLITS}
+        (tmp / "split.json").write_text(json.dumps(doc, indent=2))
+        indexes = {
+            s: write_split(ds, s, split[s], tmp / s, params, None if ranges is None else ranges[s])
+            for s in SPLITS
+        }
         train = {name: load_array(tmp / "train" / f"{name}.npy") for name in ARRAYS}
         stats = fit_norm_stats(
             train["aggregate_w"], train["valid"], train["power_w"], train["power_valid"], ds.appliances

@@ -11,6 +11,11 @@ The rule (deterministic per seed, independent of numpy's RNG version):
 
 Explicit lists (``prepare.val_devices`` / ``prepare.test_devices``, e.g. "train on REDD houses 3-6, test on
 house 2") replace the rule: the listed devices go where they are listed and every other device trains.
+
+``prepare.split_by: time`` splits each device's own time span instead, for datasets of one or a few sites
+(e.g. REFIT house 2): every device is in every split, with train the oldest
+``1 - val_fraction - test_fraction`` of its span, then validation, then test, on whole grid slots.
+Training never sees the future it is tested on.
 """
 
 from __future__ import annotations
@@ -92,3 +97,27 @@ def explicit_split(
     if not train:
         raise ConfigError("prepare: val_devices and test_devices leave no device to train on")
     return {"train": train, "val": sorted(val_devices), "test": sorted(test_devices)}
+
+
+TimeRanges = dict[str, dict[str, tuple[int, int]]]  # split -> device -> [start_ms, end_ms)
+
+
+def time_split(
+    spans: dict[str, tuple[int, int]], *, interval_ms: int, val_fraction: float, test_fraction: float
+) -> TimeRanges:
+    """Per split and device, the half-open [start_ms, end_ms) of its chronological share of the device's grid
+    span ``(t0_ms, slots)``: train oldest, then val, then test; shares rounded to whole slots."""
+    out: TimeRanges = {s: {} for s in SPLITS}
+    for dev, (t0, n) in sorted(spans.items()):
+        n_test, n_val = round(test_fraction * n), round(val_fraction * n)
+        n_train = n - n_val - n_test
+        if n_train <= 0:
+            raise ConfigError(
+                f"prepare: device {dev} has {n} slots; val_fraction {val_fraction} and test_fraction "
+                f"{test_fraction} leave none to train on"
+            )
+        edges = [t0, t0 + n_train * interval_ms, t0 + (n_train + n_val) * interval_ms, t0 + n * interval_ms]
+        for j, split in enumerate(SPLITS):
+            if edges[j + 1] > edges[j]:
+                out[split][dev] = (edges[j], edges[j + 1])
+    return out
