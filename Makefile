@@ -11,10 +11,10 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint format bench lock clean
+.PHONY: help setup run test lint format bench lock clean notebooks serve label-server
 
 help: ## Show this help
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ run: setup ## Run the pipeline end to end on the embedded simulated fleet (dvc r
 	dvc repro
 	@echo "Data Docs: file://$(CURDIR)/data/validation/docs/index.html"
 
-test: lint ## Run the linters, the type checker and the test suite
-	pytest
+test: lint label-server ## Run the linters, the type checker and the test suite (with a real Label Studio)
+	AIRWATT_REQUIRE_LABEL_STUDIO=1 pytest
+
+label-server: ## Install the Label Studio server into .venv-labelstudio (its own virtualenv)
+	bash labeling/install-server.sh
+
+serve: setup ## Serve the @champion model over HTTP on 127.0.0.1:3000 (BentoML)
+	airwatt serve
+
+notebooks: setup ## Open the notebooks in JupyterLab (kernel: this venv's python3)
+	jupyter lab notebooks
 
 lint: setup ## ruff lint and format check, mypy type check
 	ruff check src tests

@@ -87,6 +87,12 @@ def test_repro_builds_validated_prepared_data_and_data_docs(pipeline_repo: Path)
     assert set(report["mean"]) >= {"mae_w", "sae", "nde", "f1", "precision", "recall", "eac"}
     decision = json.loads((pipeline_repo / "data/metrics/promotion.json").read_text())
     assert decision["promoted"] is True  # the first model becomes champion
+    # report: weekly report data and a page per test device, with energies that reconcile
+    weekly = json.loads((pipeline_repo / "data/reports/report.json").read_text())
+    assert sorted(weekly["data"]["devices"]) == sorted(split["test"])
+    assert weekly["totals"]["measured_kwh"] > 0
+    for dev in split["test"]:
+        assert list((pipeline_repo / "data/reports/devices").glob(f"{dev}*/report.html"))
 
 
 def test_second_repro_changes_nothing(pipeline_repo: Path) -> None:

@@ -15,6 +15,9 @@ from typing import Annotated
 import typer
 
 from airwatt.errors import AirwattError
+from airwatt.labeling.cli import label_app
+from airwatt.report.command import report_cmd
+from airwatt.serving.cli import serve_command
 
 log = logging.getLogger("airwatt")
 
@@ -27,6 +30,9 @@ data_app = typer.Typer(
     help="Beta-user datasets: simulate, import, sync, validate, prepare.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+app.add_typer(label_app, name="label")
+app.command("report")(report_cmd)
+app.command("serve")(serve_command)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read tunables from.")]
 

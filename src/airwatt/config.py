@@ -7,10 +7,10 @@ so a typo in params.yaml fails loudly instead of being ignored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from airwatt.errors import ConfigError
 
@@ -122,6 +122,126 @@ class RegisterParams(_Section):
     tie_breaker_higher_is_better: bool
 
 
+class LabelParams(_Section):
+    """Label Studio round trip (airwatt.labeling). The API token comes only from the environment."""
+
+    url: str = Field(min_length=1, description="Label Studio base URL")
+    project_title: str = Field(min_length=1, description="project `airwatt label setup` creates or updates")
+    budget: int = Field(gt=0, description="tasks per `airwatt label push`")
+    random_share: float = Field(ge=0, le=1, description="share of the budget drawn at random")
+    window_hours: float = Field(gt=0, description="length of one labeling task")
+    min_valid_fraction: float = Field(ge=0, le=1, description="valid readings a candidate window needs")
+    import_batch: int = Field(gt=0, description="tasks per import request")
+    timeout_s: float = Field(gt=0, description="HTTP timeout of one Label Studio request")
+    seed: int
+
+
+class FlatTariff(_Section):
+    """One price for every kWh."""
+
+    kind: Literal["flat"]
+    currency: str = Field(min_length=1, description="ISO 4217 code the prices are in, e.g. USD, PHP")
+    price_per_kwh: float = Field(ge=0)
+
+
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")]
+
+
+class TouPeriod(_Section):
+    """A daily time window [start, end) in the device's local time; end < start wraps past midnight."""
+
+    start: ClockTime
+    end: ClockTime
+    price_per_kwh: float = Field(ge=0)
+
+
+class TimeOfUseTariff(_Section):
+    """Prices by local time of day; hours outside every period pay ``price_per_kwh``."""
+
+    kind: Literal["time_of_use"]
+    currency: str = Field(min_length=1)
+    price_per_kwh: float = Field(ge=0, description="price outside every period")
+    periods: list[TouPeriod] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> TimeOfUseTariff:
+        covered = [0] * 1440  # minutes of the day
+        for p in self.periods:
+            s, e = (int(t[:2]) * 60 + int(t[3:]) for t in (p.start, p.end))
+            if s == e:
+                raise ValueError(f"period {p.start}-{p.end} is empty (start equals end)")
+            for m in range(s, e if e > s else e + 1440):
+                covered[m % 1440] += 1
+        if max(covered) > 1:
+            raise ValueError("time-of-use periods overlap")
+        return self
+
+
+class TariffBlock(_Section):
+    up_to_kwh: float | None = Field(gt=0, description="block ends at this monthly total; null: no end")
+    price_per_kwh: float = Field(ge=0)
+
+
+class TieredTariff(_Section):
+    """Block prices by the energy used so far in the device's local calendar month."""
+
+    kind: Literal["tiered"]
+    currency: str = Field(min_length=1)
+    blocks: list[TariffBlock] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _blocks_increase(self) -> TieredTariff:
+        ends = [b.up_to_kwh for b in self.blocks]
+        if ends[-1] is not None or None in ends[:-1]:
+            raise ValueError("only the last block, and it must, have up_to_kwh: null (no upper end)")
+        bounded = [e for e in ends if e is not None]
+        if bounded != sorted(set(bounded)):
+            raise ValueError(f"block ends up_to_kwh must increase: {bounded}")
+        return self
+
+
+Tariff = Annotated[FlatTariff | TimeOfUseTariff | TieredTariff, Field(discriminator="kind")]
+
+
+class ReportParams(_Section):
+    """Report data (airwatt.report): tariff, event thresholds, reconciliation tolerance."""
+
+    tariff: Tariff
+    reconcile_tolerance_kwh: float = Field(ge=0, description="allowed |appliances + remainder - measured|")
+    reconcile_tolerance_fraction: float = Field(ge=0, description="... plus this share of the measured")
+    night_start: ClockTime
+    night_end: ClockTime
+    overnight_min_on_s: float = Field(gt=0, description="on this long in the night window: left on")
+    overnight_appliances: list[str] = Field(description="appliances watched for being left on overnight")
+    cycling_appliances: list[str] = Field(description="appliances that must cycle off (fridge, freezer)")
+    max_on_s: float = Field(gt=0, description="a cycling appliance on longer than this never cycles off")
+    baseline_factor: float = Field(gt=1, description="day energy above factor x baseline median: event")
+    baseline_days: int = Field(gt=0, description="previous days the baseline median is taken over")
+    baseline_min_days: int = Field(gt=0, description="no baseline event with fewer previous days")
+    baseline_min_kwh: float = Field(ge=0, description="days below this energy never raise the event")
+    min_day_coverage: float = Field(ge=0, le=1, description="days measured less are not in baselines")
+
+
+class ServeParams(_Section):
+    """The BentoML service (airwatt.serving); env AIRWATT_MODEL_URI overrides model_uri."""
+
+    model_uri: str = Field(min_length=1, description="models:/NAME@ALIAS or /VERSION, runs:/, a bundle dir")
+    host: str = Field(min_length=1, description="bind address; loopback unless exposed on purpose")
+    port: int = Field(gt=0, lt=65536)
+    workers: int = Field(gt=0, description="server processes, each holding the model")
+    torch_threads: int = Field(gt=0, description="torch intra-op threads per worker")
+    max_batch_size: int = Field(gt=1, description="adaptive batching: windows per model call")
+    max_latency_ms: int = Field(gt=0, description="adaptive batching: longer estimated waits are shed (503)")
+    timeout_s: float = Field(gt=0, description="request timeout")
+    max_fill_s: float | None = Field(ge=0, description="gaps up to this are filled; null: the model's own")
+    max_invalid_fraction: float = Field(ge=0, le=1, description="more missing readings: window unknown")
+    detect_since_max_s: float = Field(ge=0, description="how far back /detect looks for a state change")
+    max_power_w: float = Field(gt=0, description="readings above are rejected as implausible")
+    max_readings: int = Field(gt=0, description="readings per device per request")
+    max_report_readings: int = Field(gt=0, description="readings per POST /report request")
+    max_devices: int = Field(gt=0, description="devices per batch request")
+
+
 class Params(_Section):
     data: DataParams
     simulate: SimulateParams
@@ -131,6 +251,9 @@ class Params(_Section):
     import_: ImportParams = Field(alias="import")
     train: TrainParams
     register_: RegisterParams = Field(alias="register")
+    serve: ServeParams
+    label: LabelParams
+    report: ReportParams
     # Sections of later stages (train, evaluate, serve, label, report) are kept as raw mappings here until
     # their stage defines them.
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -148,7 +271,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         raw.setdefault(section, {})[key] = value
-    known = {"data", "simulate", "sync", "validate", "prepare", "import", "train", "register"}
+    known = {"data", "simulate", "sync", "validate", "prepare", "import", "train", "register", "label"}
+    known |= {"report"}
+    known |= {"serve"}
     raw = {
         **{k: v for k, v in raw.items() if k in known},
         "extra": {k: v for k, v in raw.items() if k not in known},

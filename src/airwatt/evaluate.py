@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRUTH_LABEL_SOURCES = ("sub-meter", "annotator")
+TRUTH_LABEL_SOURCES = ("sub-meter", "annotator", "reviewed")  # reviewed: spans a person labelled
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # models:/, runs:/, s3://, file:// (not C:\)
 _REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 _PLOT_FILES = (".png", ".csv")

@@ -25,7 +25,10 @@ ground_truth.parquet: device_id, timestamp, then one float32 column per applianc
 in watts; null where that appliance is not sub-metered at that device.
 
 labels.parquet: device_id, appliance, start, end (timestamp[ms,UTC], end exclusive), source
-("sub-meter" | "annotator" | "model"), annotator_id (string, null), task_id (int64, null: Label Studio task).
+("sub-meter" | "annotator" | "model" | "reviewed"), annotator_id (string, null), task_id (int64, null: Label
+Studio task). A "reviewed" row is not an on-interval: it is a span in which a person labelled the appliance
+(a Label Studio task's window), so annotator intervals are the whole truth inside it (off elsewhere in it) and
+say nothing outside it.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ READINGS_SCHEMA = pa.schema(
 READINGS_REQUIRED = ("device_id", "timestamp", "power_w")
 READINGS_OPTIONAL = ("voltage_v", "current_a", "power_factor", "filled")
 
-LABEL_SOURCES = ("sub-meter", "annotator", "model")
+LABEL_SOURCES = ("sub-meter", "annotator", "model", "reviewed")
 LABELS_SCHEMA = pa.schema(
     [
         pa.field("device_id", pa.string(), nullable=False),

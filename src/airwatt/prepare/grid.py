@@ -17,7 +17,9 @@ On/off status per appliance, by source preference sub-meter > annotator > model:
    target is valid;
 2. otherwise the labels of the most preferred source present for that device and appliance (sub-meter,
    else annotator, else model; the intervals of that one source); known wherever the aggregate is valid
-   (outside its intervals the appliance is taken to be off);
+   (outside its intervals the appliance is taken to be off), except that annotator labels with "reviewed"
+   rows (the windows a person labelled, written by `airwatt label pull`) are known only inside those
+   windows; an appliance reviewed but never labelled on is off (known) inside them;
 3. otherwise unknown (status False, not valid).
 
 Every target (power and status) is also invalid where the aggregate is invalid.
@@ -131,6 +133,7 @@ def grid_device(
     grid_ts = pd.Series(from_epoch_ms(grid_ms))
     grid_ts = pd.Series(from_epoch_ms(grid_ms))
     for j, name in enumerate(appliances):
+        reviewed: pd.DataFrame | None = None
         lab = labels[labels["appliance"] == name] if labels is not None and len(labels) else None
         sub = lab[lab["source"] == "sub-meter"] if lab is not None else None
         if has_gt[j] and (sub is None or sub.empty):
@@ -139,7 +142,10 @@ def grid_device(
             starts, ends = pd.Series(from_epoch_ms(s_ms)), pd.Series(from_epoch_ms(e_ms))
             sources[name] = "sub-meter (derived from ground truth)"
         else:
+            reviewed = lab[lab["source"] == "reviewed"] if lab is not None else None
             chosen = _preferred_source(lab)
+            if chosen is None and reviewed is not None and len(reviewed):
+                chosen = "annotator"  # reviewed and never on: off inside the reviewed spans
             if chosen is None:
                 continue
             assert lab is not None
@@ -148,6 +154,8 @@ def grid_device(
             sources[name] = chosen
         status[:, j] = status_from_intervals(grid_ts, starts, ends)
         status_valid[:, j] = power_valid[:, j] if has_gt[j] else valid
+        if sources[name] == "annotator" and reviewed is not None and len(reviewed):
+            status_valid[:, j] &= status_from_intervals(grid_ts, reviewed["start"], reviewed["end"])
     power[~power_valid] = np.nan
     return DeviceGrid(
         start_ms=t0,

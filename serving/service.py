@@ -1,0 +1,136 @@
+"""The AirWatt real-time service (BentoML 1.4 class API). Thin: every rule lives in airwatt.serving.
+
+    airwatt serve [--port P] [--host H] [--model URI]     # or: bentoml serve serving.service:AirWatt
+
+Endpoints (JSON; the OpenAPI page is at /docs): POST /detect, /predict (one device; concurrent calls share
+model invocations through adaptive batching of /infer_windows), POST /detect_batch, /predict_batch (many
+devices, one model call), POST /report (a week or month of one device's readings -> the report data of
+`airwatt report`), POST /model (version, appliances, window, thresholds); BentoML's own GET /healthz,
+/livez, /readyz (ready once the model is loaded) and /metrics (Prometheus).
+
+Errors: 400 for a malformed body (pydantic: the field and the problem), 422 ``{"error", "field"}`` for a
+well-formed request this model cannot answer. Settings come from params.yaml ``serve`` (read once, here, when
+the service is imported: they size the workers and the batching); AIRWATT_MODEL_URI overrides the model.
+
+To add an endpoint (e.g. /report): a method that calls one function of the package, as below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import InvalidArgument
+from starlette.responses import JSONResponse
+
+from airwatt.serving.engine import Engine, configure_torch
+from airwatt.serving.inputs import RequestError
+from airwatt.serving.loading import StagedModel, report_settings, serve_settings, stage_model
+from airwatt.serving.schemas import (
+    DetectBatchRequest,
+    DetectBatchResponse,
+    DetectResponse,
+    DeviceReadings,
+    ModelInfo,
+    PredictBatchRequest,
+    PredictBatchResponse,
+    PredictRequest,
+    PredictResponse,
+    ReportRequest,
+)
+
+SETTINGS = serve_settings()
+REPORT_SETTINGS = report_settings()
+
+
+def unprocessable(e: RequestError) -> JSONResponse:
+    return JSONResponse({"error": str(e), "field": e.field}, status_code=422)
+
+
+@bentoml.service(name="airwatt", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout_s})
+class AirWatt:
+    @bentoml.on_deployment
+    def stage() -> None:
+        """Main process, before any worker: resolve, download and check the model; exit if it fails."""
+        stage_model(SETTINGS.model_uri)
+
+    def __init__(self) -> None:
+        configure_torch(SETTINGS.torch_threads)
+        staged = StagedModel.from_env() or stage_model(SETTINGS.model_uri)
+        self.engine = Engine.load(staged, SETTINGS)
+
+    async def _infer(self, windows: np.ndarray) -> np.ndarray:
+        """Through the batchable endpoint when served (adaptive batching), directly otherwise."""
+        to_async = getattr(self, "to_async", None)
+        if len(windows) == 0 or to_async is None:
+            return self.engine.infer(windows)
+        return await to_async.infer_windows(windows)
+
+    @bentoml.api(route="/detect")
+    async def detect(self, request: DeviceReadings, /) -> DetectResponse:
+        """Which appliances are on at the newest reading, with probability and since when."""
+        try:
+            prep = self.engine.prepare_detect(request)
+        except RequestError as e:
+            return unprocessable(e)  # type: ignore[return-value]
+        return self.engine.answer_detect(prep, await self._infer(prep.windows))
+
+    @bentoml.api(route="/predict")
+    async def predict(self, request: PredictRequest, /) -> PredictResponse:
+        """Watts per appliance for every reading sent (or the newest only), plus the remainder."""
+        try:
+            if not request.newest_only:
+                return await asyncio.to_thread(self.engine.predict_series, request)
+            prep = self.engine.prepare_newest(request)
+        except RequestError as e:
+            return unprocessable(e)  # type: ignore[return-value]
+        return self.engine.answer_newest_prediction(prep, await self._infer(prep.windows))
+
+    @bentoml.api(route="/detect_batch")
+    def detect_batch(self, request: DetectBatchRequest, /) -> DetectBatchResponse:
+        """/detect for many devices in one call (one model invocation)."""
+        try:
+            results = self.engine.detect(request.devices)
+        except RequestError as e:
+            return unprocessable(e)  # type: ignore[return-value]
+        return DetectBatchResponse(model_version=self.engine.model_version, results=results)
+
+    @bentoml.api(route="/predict_batch")
+    def predict_batch(self, request: PredictBatchRequest, /) -> PredictBatchResponse:
+        """/predict for many devices in one call."""
+        try:
+            results = self.engine.predict(request.devices, request.newest_only)
+        except RequestError as e:
+            return unprocessable(e)  # type: ignore[return-value]
+        return PredictBatchResponse(model_version=self.engine.model_version, results=results)
+
+    @bentoml.api(route="/report")
+    async def report(self, request: ReportRequest, /) -> dict[str, Any]:
+        """A period of one device's readings -> per local day and week/month: energy (kWh), on-hours, cycles,
+        peak, share and cost per appliance and the unexplained remainder; events; gaps (docs/reports.md)."""
+        try:
+            return await asyncio.to_thread(self.engine.report, request, REPORT_SETTINGS)
+        except RequestError as e:
+            return unprocessable(e)  # type: ignore[return-value]
+
+    @bentoml.api(route="/model")
+    def model(self) -> ModelInfo:
+        """The served model: version, appliances, window, interval, thresholds, request limits."""
+        return self.engine.info()
+
+    @bentoml.api(
+        route="/infer_windows",
+        batchable=True,
+        max_batch_size=SETTINGS.max_batch_size,
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def infer_windows(self, windows: np.ndarray) -> np.ndarray:
+        """Internal (keep it off the public gateway): (B, W) normalised windows -> (B, 2A) watts then
+        on-probabilities. /detect and /predict call it so BentoML can batch concurrent calls."""
+        w = self.engine.limits.window_length
+        if windows.ndim != 2 or windows.shape[1] != w or not np.isfinite(windows).all():
+            shape = windows.shape
+            raise InvalidArgument(f"windows: expected finite (B, {w}) normalised windows; got {shape}")
+        return self.engine.infer(windows)

@@ -1,0 +1,116 @@
+"""Which model the service answers with: settings, resolving the URI once, and the version it reports.
+
+Start-up (``bentoml serve``): the service's deployment hook runs ``stage_model`` ONCE in the main process,
+before any worker starts. It resolves the configured URI (an alias is pinned to its version number first, so
+every worker serves the same version even if the alias moves meanwhile), downloads the bundle, loads it once
+to prove it works, and records the local copy in the environment (``AIRWATT_SERVING_STAGED``), which the
+worker processes inherit and load from. A model that cannot be loaded raises ``SystemExit`` with a message
+naming the URI: the server exits non-zero instead of serving errors.
+
+``model_version``: ``NAME/VERSION`` (registry: ``models:/NAME/VERSION`` loads exactly it) when the model came
+from the registry, else ``sha256:<first 16 hex digits>`` of the bundle's files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from airwatt.config import ReportParams, ServeParams, load_params
+from airwatt.errors import AirwattError
+from airwatt.models.bundle import SPEC_FILE, WEIGHTS_FILE, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+MODEL_URI_ENV = "AIRWATT_MODEL_URI"  # overrides serve.model_uri (tests, containers)
+PARAMS_ENV = "AIRWATT_PARAMS"  # params.yaml to read (default: the repository's, else ./params.yaml)
+STAGED_ENV = "AIRWATT_SERVING_STAGED"  # set by the deployment hook: the staged model's JSON record
+_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+
+
+def _params_path() -> Path:
+    from airwatt.tracking import repo_root
+
+    return Path(os.environ.get(PARAMS_ENV) or repo_root() / "params.yaml")
+
+
+def report_settings() -> ReportParams:
+    """params.yaml ``report`` (tariff, events, reconciliation) for POST /report."""
+    return load_params(_params_path()).report
+
+
+def serve_settings() -> ServeParams:
+    """params.yaml ``serve`` (``AIRWATT_PARAMS`` or the repository's), ``AIRWATT_MODEL_URI`` applied."""
+    cfg = load_params(_params_path()).serve
+    uri = os.environ.get(MODEL_URI_ENV)
+    return cfg.model_copy(update={"model_uri": uri}) if uri else cfg
+
+
+@dataclass(frozen=True)
+class StagedModel:
+    """A resolved model: its local bundle directory and the identity responses report."""
+
+    uri: str
+    bundle_dir: str
+    version: str
+
+    def to_env(self) -> None:
+        os.environ[STAGED_ENV] = json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> StagedModel | None:
+        raw = os.environ.get(STAGED_ENV)
+        return cls(**json.loads(raw)) if raw else None
+
+
+def bundle_hash(bundle_dir: Path) -> str:
+    """``sha256:`` + 16 hex digits over the spec and the weights."""
+    h = hashlib.sha256()
+    for name in (SPEC_FILE, WEIGHTS_FILE):
+        h.update((bundle_dir / name).read_bytes())
+    return f"sha256:{h.hexdigest()[:16]}"
+
+
+def resolve_model(uri: str, work_dir: Path) -> StagedModel:
+    """Pin ``uri`` to one version and have its bundle locally (downloaded into ``work_dir`` if remote)."""
+    if Path(uri).is_dir():
+        return StagedModel(uri, str(Path(uri).resolve()), bundle_hash(Path(uri)))
+    from airwatt.tracking import download_bundle, tracking_uri, version_by_alias
+
+    m = _REGISTERED.match(uri)
+    if m and m.group("alias"):
+        name, alias = m.group("name"), m.group("alias")
+        mv = version_by_alias(name, alias)
+        if mv is None:
+            raise ModelLoadError(
+                f"{uri}: no version of registered model {name!r} holds alias {alias!r} "
+                f"at tracking URI {tracking_uri()}"
+            )
+        pinned = f"models:/{name}/{mv.version}"
+    else:
+        pinned = uri
+    bundle_dir = download_bundle(pinned, work_dir / "bundle")
+    version = pinned.removeprefix("models:/").rstrip("/") if m else bundle_hash(bundle_dir)
+    return StagedModel(uri, str(bundle_dir), version)
+
+
+def stage_model(uri: str) -> StagedModel:
+    """Resolve and load ``uri`` once, record it for the workers; SystemExit naming the URI if it fails."""
+    from airwatt.models import ModelBundle
+
+    try:
+        staged = resolve_model(uri, Path(tempfile.mkdtemp(prefix="airwatt-serving-")))
+        ModelBundle.load(staged.bundle_dir)
+    except AirwattError as e:
+        detail = str(e) if str(e).startswith(uri) else f"{uri}: {e}"
+        log.error("cannot serve the model: %s", detail)
+        raise SystemExit(f"airwatt serving: cannot load the model {detail}") from None
+    log.info("serving model %s (%s) from %s", uri, staged.version, staged.bundle_dir)
+    staged.to_env()
+    return staged

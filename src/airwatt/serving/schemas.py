@@ -1,0 +1,181 @@
+"""Request and response bodies of the serving API (pydantic; they make the OpenAPI page).
+
+Structural rules live here and fail with HTTP 400 naming the field (BentoML turns a pydantic
+ValidationError into ``{"error": ..., "detail": [{"loc": [...], "msg": ...}]}``): wrong types, missing or
+unknown fields, NaN or infinite or negative watts, naive or unsorted or duplicate timestamps, empty lists.
+Rules that depend on the loaded model or on params.yaml (cadence, history length, plausible watts, size
+limits) are checked by ``airwatt.serving.inputs`` and fail with HTTP 422.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# A reading: finite watts >= 0, or null for a missing one. strict: "312.5" (a string) or true is refused.
+PowerReading = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)] | None
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceReadings(_Body):
+    """One device's recent readings, oldest first, ending with the newest.
+
+    Compact form (what monitors send): ``start`` + ``interval_s`` + ``power_w``; reading i is at
+    ``start + i * interval_s``. Alternative: ``timestamps`` (one per reading, strictly increasing) instead of
+    ``start``/``interval_s``, for irregular senders; the readings are then placed on the model's grid the way
+    training data is (airwatt.prepare.grid: each on the slot containing it, several in one slot averaged).
+    """
+
+    device_id: str = Field(min_length=1, max_length=200, examples=["d-0001"])
+    start: AwareDatetime | None = Field(
+        default=None,
+        description="time of power_w[0] (ISO 8601 with a zone)",
+        examples=["2026-01-05T00:00:00Z"],
+    )
+    interval_s: float | None = Field(default=None, gt=0, allow_inf_nan=False, examples=[5])
+    timestamps: list[AwareDatetime] | None = Field(
+        default=None, description="instead of start/interval_s: the time of each reading, strictly increasing"
+    )
+    power_w: list[PowerReading] = Field(
+        min_length=1, description="aggregate watts, oldest first; null marks a missing reading"
+    )
+
+    @field_validator("timestamps")
+    @classmethod
+    def _increasing(cls, ts: list[datetime] | None) -> list[datetime] | None:
+        if ts is None:
+            return ts
+        for i in range(1, len(ts)):
+            if ts[i] <= ts[i - 1]:
+                what = "duplicates" if ts[i] == ts[i - 1] else "is before"
+                raise ValueError(
+                    f"timestamps[{i}] ({ts[i].isoformat()}) {what} timestamps[{i - 1}]: timestamps must be "
+                    "strictly increasing"
+                )
+        return ts
+
+    @model_validator(mode="after")
+    def _one_time_form(self) -> DeviceReadings:
+        if self.timestamps is not None:
+            if self.start is not None or self.interval_s is not None:
+                raise ValueError("give either timestamps or start + interval_s, not both")
+            if len(self.timestamps) != len(self.power_w):
+                raise ValueError(
+                    f"timestamps has {len(self.timestamps)} entries but power_w has {len(self.power_w)}"
+                )
+        elif self.start is None or self.interval_s is None:
+            missing = [k for k in ("start", "interval_s") if getattr(self, k) is None]
+            raise ValueError(f"missing {' and '.join(missing)} (or give timestamps instead)")
+        return self
+
+
+class PredictRequest(DeviceReadings):
+    newest_only: bool = Field(default=False, description="answer only the newest reading")
+
+
+class ReportRequest(DeviceReadings):
+    """A period of one device's readings (a week or up to ``max_report_readings``) -> the report data the
+    batch job (`airwatt report`) writes for it: energy, on-hours, cycles, peak, share and cost per appliance
+    and the unexplained remainder per local day and period, events and gaps."""
+
+    period: Literal["week", "month"] = Field(default="week", description="ISO weeks or calendar months")
+    timezone: str = Field(
+        default="UTC",
+        min_length=1,
+        description="IANA zone of the site: days are local days",
+        examples=["UTC"],
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, tz: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {tz!r} (an IANA name such as Europe/London)") from None
+        return tz
+
+
+class DetectBatchRequest(_Body):
+    devices: list[DeviceReadings] = Field(min_length=1)
+
+
+class PredictBatchRequest(_Body):
+    devices: list[DeviceReadings] = Field(min_length=1)
+    newest_only: bool = False
+
+
+Status = Literal["ok", "unknown"]
+
+
+class ApplianceState(BaseModel):
+    on: bool
+    prob_on: float = Field(description="probability that the appliance is on at the newest reading")
+    since: datetime | None = Field(
+        description="when the current state began, if inside the readings evaluated (see /model "
+        "detect_since_max_s); null: earlier than that"
+    )
+
+
+class DetectResponse(BaseModel):
+    device_id: str
+    model_version: str
+    at: datetime = Field(description="the newest reading (the one answered)")
+    status: Status = Field(description="unknown: the newest window has too many missing readings")
+    reason: str | None = None
+    appliances: dict[str, ApplianceState] = Field(description="empty when status is unknown")
+
+
+class PredictResponse(BaseModel):
+    device_id: str
+    model_version: str
+    start: datetime = Field(description="time of the first value below")
+    interval_s: float
+    power_w: dict[str, list[float | None]] = Field(
+        description="estimated watts per appliance per reading; null where no prediction (missing reading)"
+    )
+    remainder_w: list[float | None] = Field(description="aggregate minus the appliances' sum, per reading")
+    predicted: list[bool]
+
+
+class DetectBatchResponse(BaseModel):
+    model_version: str
+    results: list[DetectResponse]
+
+
+class PredictBatchResponse(BaseModel):
+    model_version: str
+    results: list[PredictResponse]
+
+
+class ApplianceInfo(BaseModel):
+    on_threshold_w: float
+    min_on_s: float
+    min_off_s: float
+    max_w: float
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    model_uri: str
+    arch: str
+    appliances: list[str]
+    window_length: int
+    interval_s: float
+    min_history_s: float = Field(description="readings a request must cover: window_length * interval_s")
+    max_fill_s: float = Field(description="gaps up to this long are forward-filled")
+    max_invalid_fraction: float = Field(description="windows with more missing readings answer 'unknown'")
+    detect_since_max_s: float
+    max_readings: int
+    max_report_readings: int
+    max_devices: int
+    max_power_w: float
+    thresholds: dict[str, ApplianceInfo]
+    provenance: dict[str, object]

@@ -1,0 +1,292 @@
+"""Benchmark: the BentoML service under simulated devices, against the same model in-process.
+
+    .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 600] [--devices 2000] [--batch 100]
+                     [--concurrency 8] [--model BUNDLE_DIR] [--modes paced single batch]
+
+Starts `bentoml serve` (serving/service.py, params.yaml ``serve`` settings: workers, batching) on a free
+loopback port and drives it from this process with pre-encoded requests (each device's newest 512 readings):
+
+- paced: ``--devices`` devices, each sending /detect every 5 s (the platform's real pattern);
+- single: closed loop, ``--concurrency`` clients calling /detect as fast as the service answers;
+- batch: closed loop, ``--concurrency`` clients calling /detect_batch with ``--batch`` devices each.
+
+Each mode runs ``--duration-s`` seconds (the issue asks for memory after 10 minutes: the default). Prints
+device-updates/s (devices answered per second), p50/p95/p99 latency per HTTP call, server CPU seconds per
+update (the whole `bentoml serve` process tree), server RSS at the end of each mode, and the ratio of served
+throughput to in-process throughput of the same model (Engine.detect on the same JSON, same batch; and the
+model call alone). The model: ``--model`` or an untrained causal bundle (speed does not depend on weights).
+Prints figures and machine_info(); not a test. The client shares the machine's cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+try:
+    from tests.benchmarks.bench_inference import bundle_for
+    from tests.benchmarks.machine import machine_info
+except ModuleNotFoundError:  # run as a script: its own folder is on sys.path
+    from bench_inference import bundle_for  # type: ignore[no-redef]
+    from machine import machine_info  # type: ignore[no-redef]
+
+REPO = Path(__file__).resolve().parents[2]
+START = "2026-01-05T00:00:00Z"
+
+
+def device_body(i: int, n: int) -> dict:
+    rng = np.random.default_rng(i)
+    t = np.arange(n) * 5
+    power = 90 + 100 * ((t + 97 * i) % 3600 < 1200) + rng.normal(0, 3, n)
+    return {"device_id": f"d-{i:05d}", "start": START, "interval_s": 5, "power_w": power.round(1).tolist()}
+
+
+def start_server(model_dir: Path, port: int, home: Path) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "AIRWATT_MODEL_URI": str(model_dir),
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+    args = [
+        str(Path(sys.executable).parent / "bentoml"),
+        "serve",
+        "service:AirWatt",
+        "--working-dir",
+        str(REPO / "serving"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("bentoml serve did not become ready")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def tree_cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in tree(pid):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def tree_rss_mib(pid: int) -> float:
+    return sum(p.memory_info().rss for p in tree(pid) if p.is_running()) / 2**20
+
+
+@dataclass
+class Result:
+    mode: str
+    updates: int = 0
+    errors: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    rss_mib: float = 0.0
+
+    def line(self) -> str:
+        lat = np.array(self.latencies_s) * 1000 if self.latencies_s else np.array([np.nan])
+        p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+        rate = self.updates / self.wall_s
+        return (
+            f"{self.mode:<26} {rate:>9,.0f} updates/s  "
+            f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  "
+            f"CPU {1e3 * self.cpu_s / max(self.updates, 1):.3f} ms/update  RSS {self.rss_mib:,.0f} MiB  "
+            f"errors {self.errors}"
+        )
+
+
+async def post(client: httpx.AsyncClient, path: str, content: bytes, res: Result, devices: int) -> None:
+    t = time.perf_counter()
+    try:
+        r = await client.post(path, content=content, headers={"content-type": "application/json"})
+        ok = r.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    res.latencies_s.append(time.perf_counter() - t)
+    if ok:
+        res.updates += devices
+    else:
+        res.errors += 1
+
+
+async def closed_loop(
+    url: str, path: str, bodies: list[bytes], per_call: int, conc: int, dur: float, res: Result
+) -> None:
+    limits = httpx.Limits(max_connections=conc)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        end = time.perf_counter() + dur
+
+        async def worker(k: int) -> None:
+            i = k
+            while time.perf_counter() < end:
+                await post(client, path, bodies[i % len(bodies)], res, per_call)
+                i += conc
+
+        await asyncio.gather(*(worker(k) for k in range(conc)))
+
+
+async def paced(url: str, bodies: list[bytes], devices: int, dur: float, res: Result) -> None:
+    """Each device calls /detect every 5 s, the devices' phases spread evenly over the 5 s."""
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=256)
+    ) as client:
+        t0 = time.perf_counter()
+        tasks: set[asyncio.Task] = set()
+        k = 0
+        while (due := k * 5.0 / devices) < dur:
+            delay = t0 + due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(post(client, "/detect", bodies[k % len(bodies)], res, 1))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            k += 1
+        await asyncio.gather(*tasks)
+
+
+def run_mode(
+    mode: str, url: str, pid: int, args: argparse.Namespace, singles: list[bytes], batches: list[bytes]
+) -> Result:
+    res = Result(mode)
+    cpu0, t0 = tree_cpu_s(pid), time.perf_counter()
+    if mode == "paced":
+        res.mode = f"paced ({args.devices} dev / 5 s)"
+        asyncio.run(paced(url, singles, args.devices, args.duration_s, res))
+    elif mode == "single":
+        res.mode = f"single closed-loop (c={args.concurrency})"
+        asyncio.run(closed_loop(url, "/detect", singles, 1, args.concurrency, args.duration_s, res))
+    else:
+        res.mode = f"batch {args.batch} closed-loop (c={args.concurrency // 4 or 1})"
+        conc = args.concurrency // 4 or 1
+        asyncio.run(closed_loop(url, "/detect_batch", batches, args.batch, conc, args.duration_s, res))
+    res.wall_s = time.perf_counter() - t0
+    res.cpu_s = tree_cpu_s(pid) - cpu0
+    res.rss_mib = tree_rss_mib(pid)
+    return res
+
+
+def in_process(
+    model_dir: Path, batches: list[bytes], batch: int, threads: int, seconds: float = 5.0
+) -> tuple[float, float]:
+    """(device-updates/s of Engine.detect from the same JSON bodies, windows/s of the model call alone)."""
+    import torch
+
+    from airwatt.config import load_params
+    from airwatt.serving.engine import Engine
+    from airwatt.serving.loading import resolve_model
+    from airwatt.serving.schemas import DetectBatchRequest
+
+    torch.set_num_threads(threads)
+    engine = Engine.load(
+        resolve_model(str(model_dir), model_dir.parent), load_params(REPO / "params.yaml").serve
+    )
+    engine.detect(DetectBatchRequest.model_validate_json(batches[0]).devices)  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        out = engine.detect(DetectBatchRequest.model_validate_json(batches[n % len(batches)]).devices)
+        json.dumps([o.model_dump(mode="json") for o in out])
+        n += 1
+    updates_s = n * batch / (time.perf_counter() - t0)
+    x = np.random.default_rng(0).normal(size=(batch, engine.limits.window_length)).astype(np.float32)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        engine.infer(x)
+        n += 1
+    return updates_s, n * batch / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration-s", type=float, default=600.0, help="seconds per mode")
+    ap.add_argument("--devices", type=int, default=2000, help="paced mode: devices, each every 5 s")
+    ap.add_argument("--batch", type=int, default=100, help="devices per /detect_batch call")
+    ap.add_argument("--concurrency", type=int, default=16, help="closed-loop clients (batch mode: a quarter)")
+    ap.add_argument("--readings", type=int, default=512, help="readings per device per call")
+    ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
+    ap.add_argument("--modes", nargs="+", default=["paced", "single", "batch"])
+    args = ap.parse_args()
+
+    from airwatt.config import load_params
+
+    cfg = load_params(REPO / "params.yaml").serve
+    with tempfile.TemporaryDirectory(prefix="airwatt-bench-serving-") as tmp:
+        model_dir = args.model or bundle_for("causal", 512, 12).save(Path(tmp) / "model")
+        pool = [device_body(i, args.readings) for i in range(500)]
+        singles = [json.dumps(b).encode() for b in pool]
+        batches = [
+            json.dumps(
+                {"devices": [pool[(k * args.batch + j) % len(pool)] for j in range(args.batch)]}
+            ).encode()
+            for k in range(10)
+        ]
+        print(machine_info())
+        print(
+            f"serve: workers={cfg.workers} torch_threads={cfg.torch_threads} "
+            f"max_batch_size={cfg.max_batch_size} max_latency_ms={cfg.max_latency_ms}; "
+            f"{args.readings} readings per device; {args.duration_s:g} s per mode"
+        )
+        port = free_port()
+        proc = start_server(model_dir, port, Path(tmp) / "bentoml")
+        url = f"http://127.0.0.1:{port}"
+        results = []
+        try:
+            print(f"server RSS after start: {tree_rss_mib(proc.pid):,.0f} MiB")
+            for mode in args.modes:
+                results.append(run_mode(mode, url, proc.pid, args, singles, batches))
+                print(results[-1].line(), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        ups, wps = in_process(model_dir, batches, args.batch, threads=cfg.workers * cfg.torch_threads)
+        print(
+            f"in-process ({cfg.workers * cfg.torch_threads} torch threads): Engine.detect batch {args.batch} "
+            f"from JSON {ups:,.0f} updates/s; model call alone {wps:,.0f} windows/s"
+        )
+        for r in results:
+            rate = r.updates / r.wall_s
+            print(f"  {r.mode:<26} served / in-process: {rate / ups:.2f} (engine), {rate / wps:.2f} (model)")
+
+
+if __name__ == "__main__":
+    main()
