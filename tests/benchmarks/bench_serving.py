@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def start_server(model_dir: Path, port: int, home: Path) -> subprocess.Popen:
         "--port",
         str(port),
     ]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    home.mkdir(parents=True, exist_ok=True)
+    log = (home / "server.log").open("w")  # its error lines are printed when a mode had errors
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -119,6 +122,7 @@ class Result:
     mode: str
     updates: int = 0
     errors: int = 0
+    error_kinds: Counter = field(default_factory=Counter)  # HTTP status or exception name -> count
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
@@ -132,7 +136,7 @@ class Result:
             f"{self.mode:<26} {rate:>9,.0f} updates/s  "
             f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  "
             f"CPU {1e3 * self.cpu_s / max(self.updates, 1):.3f} ms/update  RSS {self.rss_mib:,.0f} MiB  "
-            f"errors {self.errors}"
+            f"errors {self.errors}" + (f" {dict(self.error_kinds)}" if self.errors else "")
         )
 
 
@@ -140,14 +144,15 @@ async def post(client: httpx.AsyncClient, path: str, content: bytes, res: Result
     t = time.perf_counter()
     try:
         r = await client.post(path, content=content, headers={"content-type": "application/json"})
-        ok = r.status_code == 200
-    except httpx.HTTPError:
-        ok = False
+        kind = str(r.status_code)
+    except httpx.HTTPError as e:
+        kind = type(e).__name__
     res.latencies_s.append(time.perf_counter() - t)
-    if ok:
+    if kind == "200":
         res.updates += devices
     else:
         res.errors += 1
+        res.error_kinds[kind] += 1
 
 
 async def closed_loop(
@@ -278,6 +283,10 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+        if any(r.errors for r in results):
+            lines = (Path(tmp) / "bentoml" / "server.log").read_text(errors="replace").splitlines()
+            errors = [ln for ln in lines if "Error" in ln or "error" in ln or "File " in ln][-30:]
+            print("server log, last error lines:\n  " + "\n  ".join(errors))
         ups, wps = in_process(model_dir, batches, args.batch, threads=cfg.workers * cfg.torch_threads)
         print(
             f"in-process ({cfg.workers * cfg.torch_threads} torch threads): Engine.detect batch {args.batch} "
