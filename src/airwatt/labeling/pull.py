@@ -418,7 +418,7 @@ def pull(
     merged, removed = merge_labels(
         existing, new, {t.task_id for t in tasks}, {int(s["id"]) for s in summaries}
     )
-    for _, row in removed.iterrows():
+    for _, row in removed[removed["source"] == "annotator"].iterrows():  # reviewed rows go with them
         pulled.skips.add(
             "deleted_task", int(row["task_id"]), None,
             f"{row['device_id']}/{row['appliance']} {row['start']}..{row['end']} by {row['annotator_id']}: "
