@@ -111,6 +111,41 @@ def test_push_and_pull_through_the_default_local_remote(pipeline_repo: Path) -> 
     assert (pipeline_repo / "data/prepared/split.json").is_file()
 
 
+def test_pulled_labels_survive_the_next_repro(pipeline_repo: Path) -> None:
+    """The labeling loop's last step: `airwatt label pull` writes annotator labels into data/synced (sync's
+    persisted output); `dvc repro` re-syncs without losing them, validates them and prepares again (training
+    reruns when the prepared targets change; here the device is sub-metered, so sub-meter targets win)."""
+    import pandas as pd
+
+    from airwatt.config import load_params
+    from airwatt.dataset import Dataset, coerce_labels
+    from airwatt.labeling.pull import write_labels
+
+    synced = pipeline_repo / "data/synced"
+    ds = Dataset(synced)
+    dev, appliance = ds.device_ids[0], ds.appliances[0]
+    t0 = ds.readings([dev], columns=["timestamp"])["timestamp"].iloc[720]
+    pulled = pd.DataFrame(
+        {
+            "device_id": [dev, dev],
+            "appliance": [appliance, appliance],
+            "start": [t0 + pd.Timedelta(minutes=10), t0],
+            "end": [t0 + pd.Timedelta(minutes=20), t0 + pd.Timedelta(hours=1)],
+            "source": ["annotator", "reviewed"],
+            "annotator_id": ["labeler@airwatt.local"] * 2,
+            "task_id": [424242, 424242],
+        }
+    )
+    merged = coerce_labels(pd.concat([ds.labels(), coerce_labels(pulled)], ignore_index=True))
+    write_labels(synced, merged, load_params(pipeline_repo / "params.yaml"))
+    proc = _run(["dvc", "repro"], pipeline_repo)
+    assert "Running stage 'prepare'" in proc.stdout
+    for data in ("data/synced", "data/validated"):
+        labels = Dataset(pipeline_repo / data).labels([dev])
+        mine = labels[labels["task_id"] == 424242]
+        assert sorted(mine["source"]) == ["annotator", "reviewed"], data
+
+
 def test_failed_validation_stops_repro_and_keeps_the_good_data(pipeline_repo: Path) -> None:
     validated = pipeline_repo / "data/validated/readings.parquet"
     before = validated.read_bytes()
