@@ -17,7 +17,7 @@ label_app = typer.Typer(
 )
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Dataset directory (e.g. data/synced).")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Label Studio URL [params: label.url].")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Label Studio URL (default: params label.url).")]
 ParamsOpt = Annotated[Path, typer.Option("--params", help="params.yaml to read tunables from.")]
 
 
@@ -44,7 +44,7 @@ def push_cmd(
             "disagreement. The first pre-annotates. None: windows drawn at random, no pre-annotations.",
         ),
     ] = None,
-    budget: Annotated[int | None, typer.Option(help="Tasks to add [params: label.budget].")] = None,
+    budget: Annotated[int | None, typer.Option(help="Tasks to add (default: params label.budget).")] = None,
     devices: Annotated[list[str] | None, typer.Option("--device", help="Only these devices.")] = None,
     report: Annotated[Path, typer.Option(help="Push report JSON.")] = Path("data/labeling/push.json"),
     url: UrlOpt = None,
