@@ -329,3 +329,18 @@ def test_report_for_series_is_json_and_checks_its_input() -> None:
         report_for_series(ts, agg, None, power, on, **{**kw, "timezone": "Mars/Olympus"})
     with pytest.raises(DataError, match=r"power_w has shape \(10080, 1\)"):
         report_for_series(ts, agg, None, power[:, :1], on, **kw)
+
+
+def test_clock_times_survive_a_params_rewrite_that_drops_quotes(tmp_path: Path) -> None:
+    """`dvc exp run -S` rewrites params.yaml; an unquoted 18:00 then reads as the YAML 1.1 integer 1080."""
+    import yaml
+
+    from airwatt.config import load_params
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    text = yaml.safe_dump(params, sort_keys=False).replace("'18:00'", "18:00").replace("'22:00'", "22:00")
+    (tmp_path / "params.yaml").write_text(text)
+    assert yaml.safe_load(text)["report"]["tariff"]["periods"][0]["start"] == 1080  # what YAML 1.1 reads
+    p = load_params(tmp_path / "params.yaml")
+    periods = p.report.tariff.periods  # type: ignore[union-attr]
+    assert [(x.start, x.end) for x in periods] == [("18:00", "22:00"), ("22:00", "06:00")]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from airwatt.errors import ConfigError
 
@@ -144,7 +144,19 @@ class FlatTariff(_Section):
     price_per_kwh: float = Field(ge=0)
 
 
-ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time")]
+def _clock_from_base60(value: Any) -> Any:
+    """An unquoted HH:MM reads as a base-60 integer in YAML 1.1 (18:00 -> 1080): back to "18:00". Tools that
+    rewrite params.yaml (`dvc exp run -S`) may drop the quotes."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return f"{value // 60:02d}:{value % 60:02d}"
+    return value
+
+
+ClockTime = Annotated[
+    str,
+    BeforeValidator(_clock_from_base60),
+    Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="HH:MM local time"),
+]
 
 
 class TouPeriod(_Section):
