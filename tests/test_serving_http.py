@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,8 +15,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import REPO, free_port
+from conftest import REPO
 
+from airwatt.procs import free_port, stop_process, wait_until_ok
 from airwatt.serving.loading import MODEL_URI_ENV, STAGED_ENV, bundle_hash
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
@@ -48,23 +48,10 @@ def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bentoml serve did not start: {(tmp / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_ok(f"{url}/readyz", proc, tmp / "server.log", what="bentoml serve", timeout_s=120)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, timeout_s=30)
         log.close()
 
 

@@ -62,3 +62,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     os.replace(tmp, target)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Hard-link ``src`` to ``dst`` (a copy where the filesystem cannot): shutil.copytree's copy_function for
+    staging a dataset copy cheaply."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

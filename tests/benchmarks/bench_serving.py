@@ -36,6 +36,8 @@ import httpx
 import numpy as np
 import psutil
 
+from airwatt.procs import free_port, wait_until_ok
+
 try:
     from tests.benchmarks.bench_inference import bundle_for
     from tests.benchmarks.machine import machine_info
@@ -75,26 +77,14 @@ def start_server(model_dir: Path, port: int, home: Path) -> subprocess.Popen:
     home.mkdir(parents=True, exist_ok=True)
     log = (home / "server.log").open("w")  # its error lines are printed when a mode had errors
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("bentoml serve did not become ready")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    try:
+        wait_until_ok(
+            f"http://127.0.0.1:{port}/readyz", proc, home / "server.log", what="bentoml serve", timeout_s=180
+        )
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc
 
 
 def tree(pid: int) -> list[psutil.Process]:

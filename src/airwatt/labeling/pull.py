@@ -25,7 +25,6 @@ idempotent: pulling the same server state again leaves labels.parquet untouched.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -38,7 +37,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from airwatt.atomic import atomic_dir, write_json_atomic
+from airwatt.atomic import atomic_dir, link_or_copy, write_json_atomic
 from airwatt.config import Params
 from airwatt.dataset import Dataset, coerce_labels
 from airwatt.dataset.io import frame_to_table
@@ -340,19 +339,6 @@ def merge_labels(
     return _sorted(coerce_labels(merged)), existing[deleted]
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
-def _copy_entry(src: str, dst: str) -> object:
-    """``shutil.copytree``'s copy_function: ``_link_or_copy`` on the paths it passes as strings."""
-    _link_or_copy(Path(src), Path(dst))
-    return dst
-
-
 def write_labels(data_dir: Path, labels: pd.DataFrame, params: Params) -> dict[str, Any]:
     """Swap in a copy of the dataset with these labels, once the label expectations pass on it."""
     from airwatt.validation import validate_dataset
@@ -363,9 +349,9 @@ def write_labels(data_dir: Path, labels: pd.DataFrame, params: Params) -> dict[s
             if item.name in (LABELS_FILE, MANIFEST_FILE):
                 continue
             if item.is_dir():
-                shutil.copytree(item, tmp / item.name, copy_function=_copy_entry)
+                shutil.copytree(item, tmp / item.name, copy_function=link_or_copy)
             else:
-                _link_or_copy(item, tmp / item.name)
+                link_or_copy(item, tmp / item.name)
         pq.write_table(frame_to_table(labels, LABELS_SCHEMA), tmp / LABELS_FILE, compression="zstd")
         tables = {**ds.manifest.tables, "labels": TableInfo(file=LABELS_FILE, rows=len(labels))}
         manifest = ds.manifest.model_copy(update={"tables": tables})

@@ -14,14 +14,13 @@ import secrets
 import signal
 import socket
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from airwatt.errors import ConfigError
+from airwatt.procs import free_port, wait_until_ok
 
 VENV_VARIABLE = "LABEL_STUDIO_VENV"
 INSTALL_SCRIPT = "labeling/install-server.sh"
@@ -42,12 +41,6 @@ def server_executable(venv: Path | None = None) -> Path | None:
     venv = venv or server_venv()
     exe = venv / "bin" / "label-studio"
     return exe if exe.is_file() and (venv / ".label-studio-installed").is_file() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_busy(port: int) -> bool:
@@ -77,21 +70,6 @@ def _clean_env(data_dir: Path, token_enabled: bool) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_file: Path, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            tail = log_file.read_text(errors="replace")[-3000:] if log_file.is_file() else ""
-            raise RuntimeError(f"Label Studio did not become healthy at {url}/health:\n{tail}")
-        time.sleep(1.0)
 
 
 @contextmanager
@@ -125,7 +103,9 @@ def local_server(
             start_new_session=True,  # its own process group: stopping it stops any worker it forked
         )
         try:
-            _wait_healthy(url, proc, log_file, timeout_s)
+            wait_until_ok(
+                f"{url}/health", proc, log_file, what="Label Studio", timeout_s=timeout_s, poll_s=1.0
+            )
             yield LocalServer(url, token, username, data_dir, log_file)
         finally:
             _stop(proc)

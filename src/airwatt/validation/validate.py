@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from airwatt.atomic import atomic_dir, write_json_atomic
+from airwatt.atomic import atomic_dir, link_or_copy, write_json_atomic
 from airwatt.config import Params
 from airwatt.errors import ConfigError
 from airwatt.validation.checks import Derived, Limits, Tables, derive_all, inventory_keys, load_tables
@@ -59,19 +58,12 @@ def _device_stats(d: Derived) -> dict[str, dict[str, float]]:
     return {str(dev): {k: float(v) for k, v in row.items()} for dev, row in stats.iterrows()}
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def publish(data_dir: Path, target: Path) -> None:
     """Copy the dataset to ``target`` atomically (hard links where the filesystem allows)."""
     if target.resolve() == data_dir.resolve() or data_dir.resolve() in target.resolve().parents:
         raise ConfigError(f"--publish {target} must not be the validated dataset {data_dir} or inside it")
     with atomic_dir(target) as tmp:
-        shutil.copytree(data_dir, tmp, copy_function=_link_or_copy, dirs_exist_ok=True)
+        shutil.copytree(data_dir, tmp, copy_function=link_or_copy, dirs_exist_ok=True)
 
 
 def validate_dataset(
