@@ -166,6 +166,40 @@ def test_causal_model_ignores_readings_after_the_target(window_length: int):
         torch.testing.assert_close(windowed.power, a.power[:, t], rtol=0, atol=1e-5)
 
 
+def test_causal_inference_path_folds_batchnorm_without_changing_the_answers():
+    """Eval without gradients (evaluation, serving) runs the BatchNorm-folded weights; they give the answers
+    of the plain path (eval with gradients), and a weight change is never served from stale folded weights."""
+    torch.manual_seed(5)
+    model = create_model("causal", n_appliances=3, window_length=W)
+    with torch.no_grad():  # running statistics and affine terms far from the identity, so folding matters
+        for block in model.blocks:
+            block.norm.running_mean.normal_()
+            block.norm.running_var.uniform_(0.2, 3.0)
+            block.norm.weight.normal_()
+            block.norm.bias.normal_()
+    model.eval()
+    x = inputs(4, 3 * W, seed=6)
+
+    def both(m: torch.nn.Module) -> tuple[torch.Tensor, ...]:
+        return (m(x[:, -W:]).power, m(x[:, -W:]).on_logits, m.forward_sequence(x).power)
+
+    with torch.enable_grad():
+        plain = both(model)
+    with torch.inference_mode():
+        folded = both(model)
+    for a, b in zip(plain, folded, strict=True):
+        torch.testing.assert_close(b, a.detach(), rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        model.blocks[2].norm.running_var.mul_(4.0)  # an in-place change, as an optimizer step or load makes
+    with torch.enable_grad():
+        plain_after = both(model)
+    with torch.inference_mode():
+        folded_after = both(model)
+    assert not torch.allclose(plain_after[0], plain[0])
+    for a, b in zip(plain_after, folded_after, strict=True):
+        torch.testing.assert_close(b, a.detach(), rtol=1e-5, atol=1e-5)
+
+
 def square_wave_windows(
     n: int, window_length: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

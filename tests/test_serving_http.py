@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 from conftest import REPO
 
 from airwatt.procs import free_port, stop_process, wait_until_ok
-from airwatt.serving.loading import MODEL_URI_ENV, STAGED_ENV, bundle_hash
+from airwatt.serving.loading import MODEL_URI_ENV, PARAMS_ENV, STAGED_ENV, bundle_hash
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
 
@@ -115,6 +116,7 @@ def test_concurrent_single_calls_are_batched_and_agree_with_the_batch_endpoint(s
         assert s["device_id"] == b["device_id"]
         for name, state in b["appliances"].items():
             assert s["appliances"][name]["prob_on"] == pytest.approx(state["prob_on"], abs=1e-5)
+    assert adaptive_batch_calls(metrics) > 0
     sizes = {  # adaptive batch size histogram: calls to infer_windows per batch size bucket
         float(m.group(1)): float(m.group(2))
         for m in re.finditer(r'adaptive_batch_size_bucket\{[^}]*le="([0-9.]+)"[^}]*\} ([0-9.e+]+)', metrics)
@@ -122,6 +124,43 @@ def test_concurrent_single_calls_are_batched_and_agree_with_the_batch_endpoint(s
     assert sizes, "no adaptive batching metrics"
     batched_calls, calls_of_one = max(sizes.values()), sizes.get(1.0, 0.0)
     assert batched_calls > calls_of_one, f"no call was batched with another: {sizes}"
+
+
+def adaptive_batch_calls(metrics: str) -> float:
+    """How many model calls went through adaptive batching (the +Inf bucket of its size histogram)."""
+    counts = re.findall(r'adaptive_batch_size_bucket\{[^}]*le="\+Inf"[^}]*\} ([0-9.e+]+)', metrics)
+    return sum(float(c) for c in counts)
+
+
+def test_without_adaptive_batching_single_calls_are_answered_directly(
+    trained_bundle: Path, tmp_path: Path
+) -> None:
+    """serve.adaptive_batching false (the faster setting on CPU, docs/serving.md): the same answers, and no
+    call goes through the batchable endpoint."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["serve"]["adaptive_batching"] = False
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = bentoml_env(tmp_path, str(trained_bundle)) | {PARAMS_ENV: str(tmp_path / "params.yaml")}
+    port = free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(serve_args(port), env=env, stdout=log, stderr=subprocess.STDOUT)
+    devices = [device(seed=i, device_id=f"d-{i}") for i in range(8)]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ok(f"{url}/readyz", proc, tmp_path / "server.log", what="bentoml serve", timeout_s=120)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            batch = c.post("/detect_batch", json={"devices": devices}).json()["results"]
+            with ThreadPoolExecutor(8) as pool:
+                singles = [r.json() for r in pool.map(lambda d: c.post("/detect", json=d), devices)]
+            metrics = c.get("/metrics").text
+    finally:
+        stop_process(proc, timeout_s=30)
+        log.close()
+    for one, b in zip(singles, batch, strict=True):
+        assert one["device_id"] == b["device_id"]
+        for name, state in b["appliances"].items():
+            assert one["appliances"][name]["prob_on"] == pytest.approx(state["prob_on"], abs=1e-5)
+    assert adaptive_batch_calls(metrics) == 0
 
 
 def test_a_model_that_cannot_load_stops_bentoml_serve(tmp_path: Path) -> None:

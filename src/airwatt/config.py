@@ -242,6 +242,9 @@ class ServeParams(_Section):
     port: int = Field(gt=0, lt=65536)
     workers: int = Field(gt=0, description="server processes, each holding the model")
     torch_threads: int = Field(gt=0, description="torch intra-op threads per worker")
+    adaptive_batching: bool = Field(
+        description="single-device calls share model calls through the batchable /infer_windows"
+    )
     max_batch_size: int = Field(gt=1, description="adaptive batching: windows per model call")
     max_latency_ms: int = Field(gt=0, description="adaptive batching: longer estimated waits are shed (503)")
     timeout_s: float = Field(gt=0, description="request timeout")

@@ -79,6 +79,8 @@ def bin_mean(slots: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 def fill_short_gaps(values: np.ndarray, max_slots: int) -> tuple[np.ndarray, np.ndarray]:
     """(filled values, valid) for one channel: runs of <= max_slots NaNs after a value are forward-filled."""
     present = ~np.isnan(values)
+    if present.all():  # nothing to fill (the common case for live requests)
+        return values.copy(), present
     n = len(values)
     idx = np.arange(n)
     last = np.maximum.accumulate(np.where(present, idx, -1))  # last present slot at or before each slot

@@ -89,7 +89,7 @@ def to_grid(req: DeviceReadings, limits: Limits) -> GridReadings:
     n = len(req.power_w)
     if n > limits.max_readings:
         raise RequestError("power_w", f"{n} readings; at most {limits.max_readings} per device per request")
-    power = np.array([np.nan if v is None else v for v in req.power_w], dtype=np.float64)
+    power = np.array(req.power_w, dtype=np.float64)  # null (None) -> NaN
     too_big = np.flatnonzero(power > limits.max_power_w)
     if len(too_big):
         i = int(too_big[0])
@@ -127,19 +127,27 @@ def to_grid(req: DeviceReadings, limits: Limits) -> GridReadings:
     return GridReadings(req.device_id, start_ms, interval_ms, filled, valid)
 
 
-def window_problem(grid: GridReadings, end: int, limits: Limits) -> str | None:
-    """Why the window ending at slot ``end`` cannot be answered (the gap policy), or None."""
-    if not grid.valid[end]:
-        when = grid.time_of(end).isoformat()
-        return f"the reading at {when} is missing (a gap longer than {limits.max_fill_s:g} s)"
+def window_problems(grid: GridReadings, ends: np.ndarray, limits: Limits) -> list[str | None]:
+    """Why each window ending at a slot of ``ends`` (each >= window_length - 1) cannot be answered (the gap
+    policy), or None where it can."""
+    if grid.valid.all():  # the common case
+        return [None] * len(ends)
     w = limits.window_length
-    missing = int(np.count_nonzero(~grid.valid[end - w + 1 : end + 1]))
-    if missing > limits.max_invalid_fraction * w:
-        return (
-            f"{missing} of the {w} readings in the window ending {grid.time_of(end).isoformat()} are missing "
-            f"(at most {limits.max_invalid_fraction:.0%} allowed)"
-        )
-    return None
+    missing_before = np.concatenate([[0], np.cumsum(~grid.valid)])  # missing slots in [0, k) at k
+    missing = missing_before[ends + 1] - missing_before[ends + 1 - w]  # (K,) in each window
+    bad = ~grid.valid[ends] | (missing > limits.max_invalid_fraction * w)
+    problems: list[str | None] = [None] * len(ends)
+    for k in np.flatnonzero(bad):
+        end = int(ends[k])
+        when = grid.time_of(end).isoformat()
+        if not grid.valid[end]:
+            problems[k] = f"the reading at {when} is missing (a gap longer than {limits.max_fill_s:g} s)"
+        else:
+            problems[k] = (
+                f"{missing[k]} of the {w} readings in the window ending {when} are missing "
+                f"(at most {limits.max_invalid_fraction:.0%} allowed)"
+            )
+    return problems
 
 
 def check_batch_size(n_devices: int, limits: Limits) -> None:
