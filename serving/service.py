@@ -46,6 +46,7 @@ from airwatt.serving.schemas import (
 log = logging.getLogger("airwatt.serving")
 SETTINGS = serve_settings()
 REPORT_SETTINGS = report_settings()
+LOOPBACK_TIMEOUT_S = 2 * SETTINGS.max_latency_ms / 1000  # adaptive batching: then answer directly
 
 
 def unprocessable(e: RequestError) -> JSONResponse:
@@ -76,10 +77,10 @@ class AirWatt:
         to_async = getattr(self, "to_async", None)
         if len(windows) == 0 or to_async is None or not SETTINGS.adaptive_batching:
             return self.engine.infer(windows)
-        try:
-            return await to_async.infer_windows(windows)
-        except Exception as e:  # the loopback batching round trip failed (seen: a dropped keep-alive
-            # connection under load): answer this call directly rather than fail the client with a 500
+        try:  # bounded: a loopback call seen hanging under load would otherwise hold the client 30 s
+            return await asyncio.wait_for(to_async.infer_windows(windows), LOOPBACK_TIMEOUT_S)
+        except Exception as e:  # the loopback round trip failed or timed out (seen under load: dropped
+            # keep-alive connections): answer this call directly rather than fail the client with a 500
             log.warning("batched inference failed (%s: %s); answering directly", type(e).__name__, e)
             return await asyncio.to_thread(self.engine.infer, windows)
 

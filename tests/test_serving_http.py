@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,16 @@ def serve_args(port: int) -> list[str]:
             "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("serve")
+@contextmanager
+def served(tmp: Path, model_uri: str, **serve: object) -> Iterator[str]:
+    """`bentoml serve` on a free loopback port, params.yaml ``serve`` keys overridden by ``serve``."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["serve"].update(serve)
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = bentoml_env(tmp, model_uri) | {PARAMS_ENV: str(tmp / "params.yaml")}
     port = free_port()
     log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen(
-        serve_args(port), env=bentoml_env(tmp, str(trained_bundle)), stdout=log, stderr=subprocess.STDOUT
-    )
+    proc = subprocess.Popen(serve_args(port), env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ok(f"{url}/readyz", proc, tmp / "server.log", what="bentoml serve", timeout_s=120)
@@ -54,6 +57,13 @@ def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         stop_process(proc, timeout_s=30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server for the module, with adaptive batching on (off by default: docs/serving.md)."""
+    with served(tmp_path_factory.mktemp("serve"), str(trained_bundle), adaptive_batching=True) as url:
+        yield url
 
 
 def device(n: int = 600, seed: int = 0, device_id: str = "d-1") -> dict[str, Any]:
@@ -135,27 +145,17 @@ def adaptive_batch_calls(metrics: str) -> float:
 def test_without_adaptive_batching_single_calls_are_answered_directly(
     trained_bundle: Path, tmp_path: Path
 ) -> None:
-    """serve.adaptive_batching false (the faster setting on CPU, docs/serving.md): the same answers, and no
+    """serve.adaptive_batching false (the default: faster on CPU, docs/serving.md): the same answers, and no
     call goes through the batchable endpoint."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["serve"]["adaptive_batching"] = False
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = bentoml_env(tmp_path, str(trained_bundle)) | {PARAMS_ENV: str(tmp_path / "params.yaml")}
-    port = free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(serve_args(port), env=env, stdout=log, stderr=subprocess.STDOUT)
     devices = [device(seed=i, device_id=f"d-{i}") for i in range(8)]
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_ok(f"{url}/readyz", proc, tmp_path / "server.log", what="bentoml serve", timeout_s=120)
-        with httpx.Client(base_url=url, timeout=30) as c:
-            batch = c.post("/detect_batch", json={"devices": devices}).json()["results"]
-            with ThreadPoolExecutor(8) as pool:
-                singles = [r.json() for r in pool.map(lambda d: c.post("/detect", json=d), devices)]
-            metrics = c.get("/metrics").text
-    finally:
-        stop_process(proc, timeout_s=30)
-        log.close()
+    with (
+        served(tmp_path, str(trained_bundle), adaptive_batching=False) as url,
+        httpx.Client(base_url=url, timeout=30) as c,
+    ):
+        batch = c.post("/detect_batch", json={"devices": devices}).json()["results"]
+        with ThreadPoolExecutor(8) as pool:
+            singles = [r.json() for r in pool.map(lambda d: c.post("/detect", json=d), devices)]
+        metrics = c.get("/metrics").text
     for one, b in zip(singles, batch, strict=True):
         assert one["device_id"] == b["device_id"]
         for name, state in b["appliances"].items():

@@ -35,6 +35,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import psutil
+import yaml
 
 from airwatt.procs import free_port, wait_until_ok
 
@@ -57,13 +58,22 @@ def device_body(i: int, n: int) -> dict:
     return {"device_id": f"d-{i:05d}", "start": START, "interval_s": 5, "power_w": power.round(1).tolist()}
 
 
-def start_server(model_dir: Path, port: int, home: Path) -> subprocess.Popen:
+def start_server(
+    model_dir: Path, port: int, home: Path, serve: dict[str, object] | None = None
+) -> subprocess.Popen:
+    """`bentoml serve` on loopback; ``serve`` overrides keys of params.yaml ``serve`` (via AIRWATT_PARAMS)."""
     env = {
         **os.environ,
         "AIRWATT_MODEL_URI": str(model_dir),
         "BENTOML_HOME": str(home),
         "BENTOML_DO_NOT_TRACK": "true",
     }
+    if serve:
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params["serve"].update(serve)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        env["AIRWATT_PARAMS"] = str(home / "params.yaml")
     args = [
         str(Path(sys.executable).parent / "bentoml"),
         "serve",
@@ -125,7 +135,7 @@ class Result:
         rate = self.updates / self.wall_s
         return (
             f"{self.mode:<26} {rate:>9,.0f} updates/s  "
-            f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  "
+            f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  max {lat.max():7.1f} ms  "
             f"CPU {1e3 * self.cpu_s / max(self.updates, 1):.3f} ms/update  RSS {self.rss_mib:,.0f} MiB  "
             f"errors {self.errors}" + (f" {dict(self.error_kinds)}" if self.errors else "")
         )
@@ -263,11 +273,17 @@ def main() -> None:
     ap.add_argument("--readings", type=int, default=512, help="readings per device per call")
     ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
     ap.add_argument("--modes", nargs="+", default=["paced", "single", "batch"])
+    ap.add_argument(
+        "--adaptive-batching", choices=["on", "off"], default=None, help="override serve.adaptive_batching"
+    )
     args = ap.parse_args()
 
     from airwatt.config import load_params
 
-    cfg = load_params(REPO / "params.yaml").serve
+    overrides = (
+        {} if args.adaptive_batching is None else {"adaptive_batching": args.adaptive_batching == "on"}
+    )
+    cfg = load_params(REPO / "params.yaml").serve.model_copy(update=overrides)
     with tempfile.TemporaryDirectory(prefix="airwatt-bench-serving-") as tmp:
         model_dir = args.model or bundle_for("causal", 512, 12).save(Path(tmp) / "model")
         pool = [device_body(i, args.readings) for i in range(500)]
@@ -281,11 +297,12 @@ def main() -> None:
         print(machine_info())
         print(
             f"serve: workers={cfg.workers} torch_threads={cfg.torch_threads} "
+            f"adaptive_batching={cfg.adaptive_batching} "
             f"max_batch_size={cfg.max_batch_size} max_latency_ms={cfg.max_latency_ms}; "
             f"{args.readings} readings per device; {args.duration_s:g} s per mode"
         )
         port = free_port()
-        proc = start_server(model_dir, port, Path(tmp) / "bentoml")
+        proc = start_server(model_dir, port, Path(tmp) / "bentoml", overrides)
         url = f"http://127.0.0.1:{port}"
         results = []
         try:
@@ -298,8 +315,9 @@ def main() -> None:
             proc.wait(timeout=60)
         if any(r.errors for r in results):
             lines = (Path(tmp) / "bentoml" / "server.log").read_text(errors="replace").splitlines()
-            errors = [ln for ln in lines if "Error" in ln or "error" in ln or "File " in ln][-30:]
-            print("server log, last error lines:\n  " + "\n  ".join(errors))
+            errors = [ln for ln in lines if "[ERROR]" in ln or "Error" in ln or "File " in ln]
+            first = next((i for i, ln in enumerate(errors) if "[ERROR]" in ln), max(0, len(errors) - 30))
+            print("server log, error lines (from the first [ERROR]):\n  " + "\n  ".join(errors[first:][:40]))
         ups, wps = in_process(model_dir, batches, args.batch, threads=cfg.workers * cfg.torch_threads)
         print(
             f"in-process ({cfg.workers * cfg.torch_threads} torch threads): Engine.detect batch {args.batch} "
