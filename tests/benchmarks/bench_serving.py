@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 600] [--modes paced single batch]
         [--devices 2000] [--batch 25] [--batch-clients 6] [--concurrency 16] [--readings 512]
-        [--adaptive-batching on|off] [--keepalive] [--model BUNDLE_DIR]
+        [--adaptive-batching on|off] [--calls-per-connection 1] [--model BUNDLE_DIR]
 
 Starts `bentoml serve` (serving/service.py, params.yaml ``serve`` settings: workers, batching) on a free
 loopback port and drives it from this process with pre-encoded requests (each device's newest 512 readings):
@@ -16,8 +16,8 @@ device-updates/s (devices answered per second), p50/p95/p99/max latency per HTTP
 update (the whole `bentoml serve` process tree), server RSS at the end of each mode, and the ratio of served
 throughput to in-process throughput of the same model (Engine.detect on the same JSON, same batch; and the
 model call alone). The model: ``--model`` or an untrained causal bundle (speed does not depend on weights).
-Prints figures and machine_info(); not a test. The client (aiohttp, a new connection per call unless
---keepalive) shares the machine's cores with the server.
+Prints figures and machine_info(); not a test. The client (aiohttp; by default a new connection per call,
+see closed_loop) shares the machine's cores with the server.
 """
 
 from __future__ import annotations
@@ -159,13 +159,8 @@ async def post(session: aiohttp.ClientSession, path: str, content: bytes, res: R
         res.error_kinds[kind] += 1
 
 
-def session(url: str, connections: int, keepalive: bool) -> aiohttp.ClientSession:
-    """An aiohttp client (it costs the shared cores about half of what httpx does per call).
-
-    A new connection per call unless ``keepalive``: `bentoml serve` workers share one listening socket, and
-    the worker that wakes first accepts every pending connection, so a few long-lived connections can all
-    land on one worker while the other idles (bentoml/BentoML#5426). Reconnecting spreads the calls.
-    """
+def session(url: str, connections: int, keepalive: bool = True) -> aiohttp.ClientSession:
+    """An aiohttp client (it costs the shared cores about half of what httpx does per call)."""
     connector = aiohttp.TCPConnector(limit=connections, force_close=not keepalive)
     return aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30))
 
@@ -178,18 +173,26 @@ async def closed_loop(
     conc: int,
     dur: float,
     res: Result,
-    keepalive: bool = False,
+    calls_per_connection: int = 1,
 ) -> None:
-    async with session(url, conc, keepalive) as client:
-        end = time.perf_counter() + dur
+    """``conc`` clients, each with its own connection, replaced after ``calls_per_connection`` calls (0:
+    never), as nginx's keepalive_requests does. `bentoml serve` workers share one listening socket and the
+    worker that wakes first accepts every pending connection, so a few long-lived connections can all land on
+    one worker while the other idles (bentoml/BentoML#5426); replacing them spreads the calls again."""
+    end = time.perf_counter() + dur
 
-        async def worker(k: int) -> None:
-            i = k
-            while time.perf_counter() < end:
-                await post(client, path, bodies[i % len(bodies)], res, per_call)
-                i += conc
+    async def client(k: int) -> None:
+        i = k
+        while time.perf_counter() < end:
+            async with session(url, 1, keepalive=calls_per_connection != 1) as http:
+                calls = 0
+                while time.perf_counter() < end and (
+                    calls_per_connection <= 0 or calls < calls_per_connection
+                ):
+                    await post(http, path, bodies[i % len(bodies)], res, per_call)
+                    i, calls = i + conc, calls + 1
 
-        await asyncio.gather(*(worker(k) for k in range(conc)))
+    await asyncio.gather(*(client(k) for k in range(conc)))
 
 
 async def paced(url: str, bodies: list[bytes], devices: int, dur: float, res: Result) -> None:
@@ -222,7 +225,9 @@ def run_mode(
         path, bodies = ("/detect", singles) if single else ("/detect_batch", batches)
         per_call, clients = (1, args.concurrency) if single else (args.batch, args.batch_clients)
         res.mode = f"{'single' if single else f'batch {per_call}'} closed-loop (c={clients})"
-        loop = closed_loop(url, path, bodies, per_call, clients, args.duration_s, res, args.keepalive)
+        loop = closed_loop(
+            url, path, bodies, per_call, clients, args.duration_s, res, args.calls_per_connection
+        )
         asyncio.run(loop)
     res.wall_s = time.perf_counter() - t0
     res.cpu_s = tree_cpu_s(pid) - cpu0
@@ -268,9 +273,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16, help="single mode: closed-loop clients")
     ap.add_argument("--batch-clients", type=int, default=6, help="batch mode: closed-loop clients")
     ap.add_argument(
-        "--keepalive",
-        action="store_true",
-        help="reuse connections in the closed-loop modes (default: one per call; see closed_loop)",
+        "--calls-per-connection",
+        type=int,
+        default=1,
+        help="closed-loop modes: calls before a client replaces its connection (0: never; see closed_loop)",
     )
     ap.add_argument("--readings", type=int, default=512, help="readings per device per call")
     ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
