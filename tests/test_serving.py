@@ -6,6 +6,7 @@ Real HTTP against `bentoml serve` is in test_serving_http.py. The model is the s
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -136,6 +137,81 @@ def test_batch_answers_equal_single_answers(client: TestClient) -> None:
     for b, s in zip(pbatch, psingle, strict=True):
         for name in b["power_w"]:
             assert b["power_w"][name][0] == pytest.approx(s["power_w"][name][0], abs=1e-4)
+
+
+def test_a_batch_answers_each_device_as_if_it_came_alone(engine: Engine) -> None:
+    """The one-pass batch path (compact form, one length) and the device-by-device path give each device the
+    answer /detect gives it alone, whatever else is in the batch: gaps filled, unknowns, other forms."""
+    power = readings(600)
+    gappy = list(power)
+    gappy[-5:-2] = [None] * 3  # filled
+    long_gap = power[:-20] + [None] * 20  # the newest reading is missing: unknown
+    holey = power[:60] + [None] * 56 + power[116:]  # too many missing in the earliest windows only
+    t0 = pd.Timestamp(START)
+    stamped = {"device_id": "ts", "timestamps": [(t0 + pd.Timedelta(seconds=5 * i)).isoformat() for i in
+               range(600)], "power_w": readings(600, seed=9)}  # fmt: skip
+    one_pass = [body(readings(600, seed=i), f"d-{i}") for i in range(4)]
+    batches = {
+        "one pass": one_pass,
+        "with gaps": [*one_pass[:2], body(gappy, "gappy"), body(long_gap, "long"), body(holey, "holey")],
+        "mixed forms and lengths": [*one_pass[:2], stamped, body(readings(530, seed=5), "short")],
+    }
+    for name, devices in batches.items():
+        reqs = [DeviceReadings(**d) for d in devices]
+        together = engine.detect(reqs)
+        for req, got in zip(reqs, together, strict=True):
+            prep = engine.prepare_detect(req)
+            alone = engine.answer_detect(prep, engine.infer(prep.windows)).model_dump()
+            got_d, where, keys = got.model_dump(), (name, req.device_id), ("status", "reason", "at")
+            assert [got_d[k] for k in keys] == [alone[k] for k in keys], where
+            for a, state in alone["appliances"].items():
+                assert got_d["appliances"][a]["on"] == state["on"], where
+                assert got_d["appliances"][a]["since"] == state["since"], where
+                assert got_d["appliances"][a]["prob_on"] == pytest.approx(state["prob_on"], abs=1e-6)
+    gaps = [DeviceReadings(**d) for d in batches["with gaps"]]
+    assert [r.status for r in engine.detect(gaps)] == ["ok", "ok", "ok", "unknown", "ok"]
+    holey_prep = engine.prepare_detect(gaps[-1])
+    assert holey_prep.problems[0] is not None and holey_prep.problems[-1] is None  # the case is exercised
+    implausible = [*one_pass[:2], body([*power[:-1], 2e6])]
+    with pytest.raises(RequestError) as e:
+        engine.detect([DeviceReadings(**d) for d in implausible])
+    assert e.value.field == "devices[2].power_w[599]"
+
+
+def test_small_batches_run_in_the_event_loop_and_large_ones_in_a_thread(
+    client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve.inline_max_windows: a batch within it is answered without a thread hop, a larger one in a thread
+    (so it does not hold up /healthz); the answers are the same either way."""
+    threaded: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def spy(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        threaded.append(fn.__name__)
+        return await to_thread(fn, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "to_thread", spy)
+    per_device = engine.since_readings + 1  # windows of a device sending 512 + since readings
+    many = engine.cfg.inline_max_windows // per_device + 1
+    devices = [body(readings(512 + engine.since_readings, seed=i), f"d-{i}") for i in range(many)]
+    assert (
+        engine.windows_needed([DeviceReadings(**d) for d in devices], engine.since_readings)
+        == many * per_device
+    )
+    small = client.post("/detect_batch", json={"devices": devices[:2]})
+    assert small.status_code == 200 and threaded == []
+    large = client.post("/detect_batch", json={"devices": devices})
+    assert large.status_code == 200 and threaded == ["detect"]
+    for a, b in zip(small.json()["results"], large.json()["results"][:2], strict=True):
+        assert a["appliances"].keys() == b["appliances"].keys()
+        for name, state in a["appliances"].items():
+            assert (state["on"], state["since"]) == (
+                b["appliances"][name]["on"],
+                b["appliances"][name]["since"],
+            )
+            assert state["prob_on"] == pytest.approx(b["appliances"][name]["prob_on"], abs=1e-6)
+    series = client.post("/predict_batch", json={"devices": devices[:1]})  # whole series: in a thread
+    assert series.status_code == 200 and threaded == ["detect", "predict"]
 
 
 def test_every_response_names_the_model_version(client: TestClient, trained_bundle: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +198,8 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     bundle = ModelBundle.load(local)
     agg = np.load(prepared / "test" / "aggregate_w.npy")
     assert bundle.predict_series(agg).power_w.shape == (len(agg), len(bundle.appliances))
-    for uri in (f"models:/{NAME}/{first.model_version}", f"runs:/{first.run_id}/model"):
-        assert ModelBundle.load(tracking.download_bundle(uri)).spec == bundle.spec
+    for i, uri in enumerate((f"models:/{NAME}/{first.model_version}", f"runs:/{first.run_id}/model")):
+        assert ModelBundle.load(tracking.download_bundle(uri, tmp_path / f"by-uri-{i}")).spec == bundle.spec
     # `airwatt evaluate` on the registered champion, by URI.
     by_uri = evaluate(
         f"models:/{NAME}@champion",
@@ -239,10 +240,14 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
 
 
 @pytest.mark.slow
-def test_a_model_uri_that_does_not_resolve_names_the_uri_and_the_store(store: str, tmp_path: Path) -> None:
+def test_a_model_uri_that_does_not_resolve_names_the_uri_and_the_store(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a download without dst stages
     for uri in (f"models:/{NAME}@champion", "models:/no-such-model/3", "runs:/0123456789abcdef/model"):
         with pytest.raises(ModelLoadError) as e:
             tracking.download_bundle(uri)
         assert uri in str(e.value) and store in str(e.value)
+    assert list(tmp_path.glob("airwatt-bundle-*")) == []  # nothing half-downloaded left behind
     with pytest.raises(ModelLoadError, match="not an MLflow model URI"):
         tracking.download_bundle("champion")

@@ -248,6 +248,9 @@ class ServeParams(_Section):
     max_batch_size: int = Field(gt=1, description="adaptive batching: windows per model call")
     max_latency_ms: int = Field(gt=0, description="adaptive batching: longer estimated waits are shed (503)")
     timeout_s: float = Field(gt=0, description="request timeout")
+    inline_max_windows: int = Field(
+        ge=0, description="batch calls of at most this many windows run in the event loop, larger in a thread"
+    )
     max_fill_s: float | None = Field(ge=0, description="gaps up to this are filled; null: the model's own")
     max_invalid_fraction: float = Field(ge=0, le=1, description="more missing readings: window unknown")
     detect_since_max_s: float = Field(ge=0, description="how far back /detect looks for a state change")

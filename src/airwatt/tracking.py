@@ -295,7 +295,7 @@ def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
 
     ``model_uri``: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``. Only the
     ``bundle`` artifact (JSON + safetensors) is fetched, never the pyfunc: loading it cannot run code.
-    ``dst`` (replaced) receives the files; by default a new temporary folder does.
+    ``dst`` (replaced) receives the files; by default a new temporary folder does (the caller removes it).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -308,6 +308,7 @@ def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
             f"{model_uri}: not an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model)"
         )
     staging = Path(tempfile.mkdtemp(prefix="airwatt-bundle-", dir=dst.parent if dst else None))
+    kept = False
     try:
         try:
             got = Path(
@@ -323,6 +324,7 @@ def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
         if not got.is_dir():
             raise ModelLoadError(f"{model_uri}: no '{BUNDLE_ARTIFACT}' artifact at tracking URI {uri}")
         if dst is None:
+            kept = True  # the caller's from here
             return got
         from airwatt.atomic import atomic_dir
 
@@ -331,7 +333,7 @@ def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
                 shutil.move(str(item), tmp / item.name)
         return Path(dst)
     finally:
-        if dst is not None:
+        if not kept:  # after a failure too: no empty staging folders left behind
             shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,15 +27,21 @@ from airwatt.appliances import APPLIANCES
 from airwatt.models import ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model, default_target
 from tests.benchmarks.machine import machine_info
 
+REPO = Path(__file__).resolve().parents[2]
+
 MODELS = (("seq2point", 599), ("multitask", 599), ("causal", 512))
 BATCHES = (1, 32, 256)
 APPLIANCE_NAMES = ["fridge", "microwave", "dishwasher", "washing_machine", "kettle", "tv", "lighting", "fan"]
 
 
-def bundle_for(arch: str, window_length: int, n_appliances: int) -> ModelBundle:
+def bundle_for(
+    arch: str, window_length: int, n_appliances: int, arch_kwargs: dict[str, Any] | None = None
+) -> ModelBundle:
+    """An untrained bundle of ``arch`` (its constructor's defaults unless ``arch_kwargs``)."""
     apps = APPLIANCE_NAMES[:n_appliances]
     spec = ModelSpec(
         arch=arch,
+        arch_kwargs=arch_kwargs or {},
         appliances=apps,
         window_length=window_length,
         target=default_target(arch),
@@ -123,7 +131,10 @@ def main() -> None:
     args = ap.parse_args()
     print(machine_info())
     print(f"torch {torch.__version__}, {args.appliances} appliances, untrained weights\n")
-    bundles = {arch: bundle_for(arch, w, args.appliances) for arch, w in MODELS}
+    from airwatt.config import load_params
+
+    arch_kwargs = load_params(REPO / "params.yaml").train.arch  # the configured sizes
+    bundles = {arch: bundle_for(arch, w, args.appliances, arch_kwargs.get(arch)) for arch, w in MODELS}
     for arch, b in bundles.items():
         n = sum(p.numel() for p in b.model.parameters())
         print(f"{arch:<10} window {b.window_length:>4}  parameters {n:>12,}")

@@ -1,7 +1,7 @@
 """Benchmark: the BentoML service under simulated devices, against the same model in-process.
 
     .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 600] [--modes paced single batch]
-        [--devices 2000] [--batch 25] [--batch-clients 6] [--concurrency 16] [--readings 512]
+        [--devices 2000] [--batch-points 25x6 50x3] [--concurrency 16] [--readings 512]
         [--adaptive-batching on|off] [--calls-per-connection 1] [--model BUNDLE_DIR]
 
 Starts `bentoml serve` (serving/service.py, params.yaml ``serve`` settings: workers, batching) on a free
@@ -9,15 +9,20 @@ loopback port and drives it from this process with pre-encoded requests (each de
 
 - paced: ``--devices`` devices, each sending /detect every 5 s (the platform's real pattern);
 - single: closed loop, ``--concurrency`` clients calling /detect as fast as the service answers;
-- batch: closed loop, ``--batch-clients`` clients calling /detect_batch with ``--batch`` devices each.
+- batch: closed loop, one run per ``--batch-points`` DEVICESxCLIENTS: CLIENTS clients calling /detect_batch
+  with DEVICES devices each. Latency is set by the devices in flight (DEVICES x CLIENTS) over the throughput;
+  at one number in flight, fewer and larger calls cost less CPU per update (per-call work, and fewer calls
+  queued behind the one each worker is running).
 
 Each mode runs ``--duration-s`` seconds (the issue asks for memory after 10 minutes: the default). Prints
-device-updates/s (devices answered per second), p50/p95/p99/max latency per HTTP call, server CPU seconds per
-update (the whole `bentoml serve` process tree), server RSS at the end of each mode, and the ratio of served
-throughput to in-process throughput of the same model (Engine.detect on the same JSON, same batch; and the
-model call alone). The model: ``--model`` or an untrained causal bundle (speed does not depend on weights).
-Prints figures and machine_info(); not a test. The client (aiohttp; by default a new connection per call,
-see closed_loop) shares the machine's cores with the server.
+device-updates/s (devices answered per second), p50/p95/p99/max latency per HTTP call, server CPU seconds
+per update (the whole `bentoml serve` process tree; in brackets this client's), server RSS at the end of
+each mode, and the ratio of served throughput to in-process throughput of the same model on the server's
+layout (``serve.workers`` processes at once, each Engine.detect from the same JSON bodies to the JSON
+answer; and the model call alone). The model: ``--model`` or an untrained causal bundle with params.yaml's
+``train.arch.causal`` arguments (speed does not depend on the weights). Prints figures and machine_info();
+not a test. The client (aiohttp; by default a new connection per call, see closed_loop) shares the
+machine's cores with the server.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,12 +130,14 @@ def tree_rss_mib(pid: int) -> float:
 @dataclass
 class Result:
     mode: str
+    per_call: int = 1  # devices per call
     updates: int = 0
     errors: int = 0
     error_kinds: Counter = field(default_factory=Counter)  # HTTP status or exception name -> count
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
     rss_mib: float = 0.0
 
     def line(self) -> str:
@@ -138,7 +147,8 @@ class Result:
         return (
             f"{self.mode:<26} {rate:>9,.0f} updates/s  "
             f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  max {lat.max():7.1f} ms  "
-            f"CPU {1e3 * self.cpu_s / max(self.updates, 1):.3f} ms/update  RSS {self.rss_mib:,.0f} MiB  "
+            f"CPU {1e3 * self.cpu_s / max(self.updates, 1):.3f} ms/update "
+            f"(client {1e3 * self.client_cpu_s / max(self.updates, 1):.3f})  RSS {self.rss_mib:,.0f} MiB  "
             f"errors {self.errors}" + (f" {dict(self.error_kinds)}" if self.errors else "")
         )
 
@@ -213,17 +223,23 @@ async def paced(url: str, bodies: list[bytes], devices: int, dur: float, res: Re
 
 
 def run_mode(
-    mode: str, url: str, pid: int, args: argparse.Namespace, singles: list[bytes], batches: list[bytes]
+    mode: str,
+    url: str,
+    pid: int,
+    args: argparse.Namespace,
+    singles: list[bytes],
+    batches: list[bytes],
+    point: tuple[int, int] = (1, 1),
 ) -> Result:
-    res = Result(mode)
-    cpu0, t0 = tree_cpu_s(pid), time.perf_counter()
+    res = Result(mode, per_call=point[0] if mode == "batch" else 1)
+    cpu0, client0, t0 = tree_cpu_s(pid), time.process_time(), time.perf_counter()
     if mode == "paced":
         res.mode = f"paced ({args.devices} dev / 5 s)"
         asyncio.run(paced(url, singles, args.devices, args.duration_s, res))
     else:
         single = mode == "single"
         path, bodies = ("/detect", singles) if single else ("/detect_batch", batches)
-        per_call, clients = (1, args.concurrency) if single else (args.batch, args.batch_clients)
+        per_call, clients = (1, args.concurrency) if single else point
         res.mode = f"{'single' if single else f'batch {per_call}'} closed-loop (c={clients})"
         loop = closed_loop(
             url, path, bodies, per_call, clients, args.duration_s, res, args.calls_per_connection
@@ -231,35 +247,58 @@ def run_mode(
         asyncio.run(loop)
     res.wall_s = time.perf_counter() - t0
     res.cpu_s = tree_cpu_s(pid) - cpu0
+    res.client_cpu_s = time.process_time() - client0
     res.rss_mib = tree_rss_mib(pid)
     return res
 
 
 def in_process(
-    model_dir: Path, batches: list[bytes], batch: int, threads: int, seconds: float = 5.0
+    model_dir: Path, batches: list[bytes], batch: int, workers: int, threads: int, seconds: float = 10.0
 ) -> tuple[float, float]:
-    """(device-updates/s of Engine.detect from the same JSON bodies, windows/s of the model call alone)."""
+    """The same model and JSON bodies without HTTP, on the server's layout: ``workers`` processes of
+    ``threads`` torch threads, all at once. (device-updates/s of Engine.detect from the JSON bodies to the
+    JSON answer; windows/s of the model call alone)."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        start_at = time.time() + 15.0  # after every process has loaded torch and the model
+        jobs = [
+            pool.submit(_engine_worker, model_dir, batches, batch, threads, start_at, seconds)
+            for _ in range(workers)
+        ]
+        rates = [job.result() for job in jobs]
+    return sum(r[0] for r in rates), sum(r[1] for r in rates)
+
+
+def _engine_worker(
+    model_dir: Path, batches: list[bytes], batch: int, threads: int, start_at: float, seconds: float
+) -> tuple[float, float]:
+    """One in-process worker: Engine.detect rounds for ``seconds`` from ``start_at``, then the model alone."""
     import torch
 
     from airwatt.config import load_params
     from airwatt.serving.engine import Engine
     from airwatt.serving.loading import resolve_model
-    from airwatt.serving.schemas import DetectBatchRequest
+    from airwatt.serving.schemas import DetectBatchRequest, DetectBatchResponse
 
     torch.set_num_threads(threads)
     engine = Engine.load(
         resolve_model(str(model_dir), model_dir.parent), load_params(REPO / "params.yaml").serve
     )
-    engine.detect(DetectBatchRequest.model_validate_json(batches[0]).devices)  # warm-up
+
+    def detect(body: bytes) -> None:
+        results = engine.detect(DetectBatchRequest.model_validate_json(body).devices)
+        DetectBatchResponse(model_version=engine.model_version, results=results).model_dump_json()
+
+    detect(batches[0])  # warm-up
+    time.sleep(max(0.0, start_at - time.time()))
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        out = engine.detect(DetectBatchRequest.model_validate_json(batches[n % len(batches)]).devices)
-        json.dumps([o.model_dump(mode="json") for o in out])
+    while time.perf_counter() - t0 < seconds / 2:
+        detect(batches[n % len(batches)])
         n += 1
     updates_s = n * batch / (time.perf_counter() - t0)
     x = np.random.default_rng(0).normal(size=(batch, engine.limits.window_length)).astype(np.float32)
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
+    while time.perf_counter() - t0 < seconds / 2:
         engine.infer(x)
         n += 1
     return updates_s, n * batch / (time.perf_counter() - t0)
@@ -269,9 +308,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration-s", type=float, default=600.0, help="seconds per mode")
     ap.add_argument("--devices", type=int, default=2000, help="paced mode: devices, each every 5 s")
-    ap.add_argument("--batch", type=int, default=25, help="devices per /detect_batch call")
     ap.add_argument("--concurrency", type=int, default=16, help="single mode: closed-loop clients")
-    ap.add_argument("--batch-clients", type=int, default=6, help="batch mode: closed-loop clients")
+    ap.add_argument(
+        "--batch-points",
+        nargs="+",
+        type=batch_point,
+        default=[(25, 6), (50, 3)],
+        metavar="DEVICESxCLIENTS",
+        help="batch mode: one run per point, DEVICES per /detect_batch call from CLIENTS closed-loop clients",
+    )
     ap.add_argument(
         "--calls-per-connection",
         type=int,
@@ -291,17 +336,16 @@ def main() -> None:
     overrides = (
         {} if args.adaptive_batching is None else {"adaptive_batching": args.adaptive_batching == "on"}
     )
-    cfg = load_params(REPO / "params.yaml").serve.model_copy(update=overrides)
+    params = load_params(REPO / "params.yaml")
+    cfg = params.serve.model_copy(update=overrides)
     with tempfile.TemporaryDirectory(prefix="airwatt-bench-serving-") as tmp:
-        model_dir = args.model or bundle_for("causal", 512, 12).save(Path(tmp) / "model")
+        model_dir = args.model or bundle_for("causal", 512, 12, params.train.arch.get("causal")).save(
+            Path(tmp) / "model"
+        )
         pool = [device_body(i, args.readings) for i in range(500)]
         singles = [json.dumps(b).encode() for b in pool]
-        batches = [
-            json.dumps(
-                {"devices": [pool[(k * args.batch + j) % len(pool)] for j in range(args.batch)]}
-            ).encode()
-            for k in range(10)
-        ]
+        sizes = sorted({devices for devices, _ in args.batch_points})
+        batches = {n: [batch_body(pool, k, n) for k in range(10)] for n in sizes}
         print(machine_info())
         print(
             f"serve: workers={cfg.workers} torch_threads={cfg.torch_threads} "
@@ -316,8 +360,11 @@ def main() -> None:
         try:
             print(f"server RSS after start: {tree_rss_mib(proc.pid):,.0f} MiB")
             for mode in args.modes:
-                results.append(run_mode(mode, url, proc.pid, args, singles, batches))
-                print(results[-1].line(), flush=True)
+                for point in args.batch_points if mode == "batch" else [(1, args.concurrency)]:
+                    results.append(
+                        run_mode(mode, url, proc.pid, args, singles, batches.get(point[0], []), point)
+                    )
+                    print(results[-1].line(), flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -326,14 +373,32 @@ def main() -> None:
             errors = [ln for ln in lines if "[ERROR]" in ln or "Error" in ln or "File " in ln]
             first = next((i for i, ln in enumerate(errors) if "[ERROR]" in ln), max(0, len(errors) - 30))
             print("server log, error lines (from the first [ERROR]):\n  " + "\n  ".join(errors[first:][:40]))
-        ups, wps = in_process(model_dir, batches, args.batch, threads=cfg.workers * cfg.torch_threads)
-        print(
-            f"in-process ({cfg.workers * cfg.torch_threads} torch threads): Engine.detect batch {args.batch} "
-            f"from JSON {ups:,.0f} updates/s; model call alone {wps:,.0f} windows/s"
-        )
+        engine_rate = {}
+        for n in sizes:
+            ups, wps = in_process(model_dir, batches[n], n, cfg.workers, cfg.torch_threads)
+            engine_rate[n] = ups
+            print(
+                f"in-process ({cfg.workers} processes x {cfg.torch_threads} torch thread): Engine.detect "
+                f"batch {n} from JSON to JSON {ups:,.0f} updates/s; model call alone {wps:,.0f} windows/s"
+            )
         for r in results:
-            rate = r.updates / r.wall_s
-            print(f"  {r.mode:<26} served / in-process: {rate / ups:.2f} (engine), {rate / wps:.2f} (model)")
+            if r.per_call in engine_rate:
+                ratio = r.updates / r.wall_s / engine_rate[r.per_call]
+                print(f"  {r.mode:<26} served / in-process: {ratio:.2f}")
+
+
+def batch_point(text: str) -> tuple[int, int]:
+    """ "50x3" -> (50 devices per call, 3 clients)."""
+    devices, _, clients = text.partition("x")
+    try:
+        return int(devices), int(clients)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DEVICESxCLIENTS, e.g. 50x3") from None
+
+
+def batch_body(pool: list[dict], k: int, n: int) -> bytes:
+    """The k-th /detect_batch body of ``n`` devices from ``pool``."""
+    return json.dumps({"devices": [pool[(k * n + j) % len(pool)] for j in range(n)]}).encode()
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
@@ -33,6 +34,7 @@ from airwatt.serving.inputs import (
     RequestError,
     check_batch_size,
     to_grid,
+    to_grids,
     window_problems,
 )
 from airwatt.serving.loading import StagedModel
@@ -73,6 +75,8 @@ class Engine:
         model_fill_s = float(bundle.spec.provenance.get("max_fill_s", 0.0))
         self.limits = Limits.of(cfg, bundle.interval_s, bundle.window_length, model_fill_s)
         self.since_readings = int(cfg.detect_since_max_s // bundle.interval_s)
+        self.appliances = bundle.appliances
+        self._offsets = np.arange(1 - bundle.window_length, 1)  # a window's slots relative to its end
 
     @classmethod
     def load(cls, staged: StagedModel, cfg: ServeParams) -> Engine:
@@ -107,17 +111,45 @@ class Engine:
     # ---- the three steps -----------------------------------------------------------------------------------
     def prepare(self, req: DeviceReadings, since_readings: int) -> PreparedWindows:
         """Check and grid ``req``; windows ending at the newest reading and up to since_readings before."""
-        grid = to_grid(req, self.limits)
-        w, t = self.limits.window_length, len(grid)
-        ends: np.ndarray = np.arange(max(w - 1, t - 1 - since_readings), t)
+        return self.windows_of(to_grid(req, self.limits), since_readings)
+
+    def windows_of(self, grid: GridReadings, since_readings: int) -> PreparedWindows:
+        """The windows of ``grid`` ending at its newest reading and up to since_readings before."""
+        ends = self._ends(len(grid), since_readings)
         problems = window_problems(grid, ends, self.limits)
         if problems[-1] is not None:  # the newest cannot be answered: nothing to evaluate
             ends, problems = ends[-1:], problems[-1:]
         ok = ends[[p is None for p in problems]]
-        lo = int(ends[0]) - (w - 1)  # the first slot any window reads
+        lo = int(ends[0]) - (self.limits.window_length - 1)  # the first slot any window reads
         x = self.bundle.normalise(grid.aggregate_w[lo:], grid.valid[lo:])  # float32
-        windows = x[(ok - lo)[:, None] + np.arange(1 - w, 1)]  # (K_ok, W), a copy
+        windows = x[(ok - lo)[:, None] + self._offsets]  # (K_ok, W), a copy
         return PreparedWindows(grid, ends, problems, windows)
+
+    def prepare_all(self, requests: Sequence[DeviceReadings], since_readings: int) -> list[PreparedWindows]:
+        """``prepare`` of every request; a batch of one length in the compact form (the platform's) with
+        nothing missing is gridded and normalised in one pass (the same windows). RequestErrors name the
+        device (``devices[i].field``)."""
+        check_batch_size(len(requests), self.limits)
+        grids = to_grids(requests, self.limits)
+        if grids is None:
+            return [_under(i, self.prepare, r, since_readings) for i, r in enumerate(requests)]
+        if not all(g.valid.all() for g in grids):
+            return [self.windows_of(g, since_readings) for g in grids]
+        ends = self._ends(len(grids[0]), since_readings)
+        lo = int(ends[0]) - (self.limits.window_length - 1)
+        x = self.bundle.normalise(np.stack([g.aggregate_w[lo:] for g in grids]))  # (D, n - lo), all valid
+        windows = x[:, (ends - lo)[:, None] + self._offsets]  # (D, K, W)
+        problems: list[str | None] = [None] * len(ends)
+        return [PreparedWindows(g, ends, problems, w) for g, w in zip(grids, windows, strict=True)]
+
+    def windows_needed(self, requests: Sequence[DeviceReadings], since_readings: int) -> int:
+        """About how many windows ``prepare_all`` gives these requests (from the number of readings sent)."""
+        w, most = self.limits.window_length, since_readings + 1
+        return sum(min(most, max(1, len(r.power_w) - w + 1)) for r in requests)
+
+    def _ends(self, readings: int, since_readings: int) -> np.ndarray:
+        """The slots windows end at: the newest and up to since_readings before it with a full window."""
+        return np.arange(max(self.limits.window_length - 1, readings - 1 - since_readings), readings)
 
     def infer(self, windows: np.ndarray) -> np.ndarray:
         """(B, W) normalised windows -> (B, 2A) float32: watts of each appliance, then on-probabilities."""
@@ -128,27 +160,30 @@ class Engine:
 
     def answer_detect(self, prep: PreparedWindows, outputs: np.ndarray) -> DetectResponse:
         """The detect answer from ``infer``'s rows for ``prep.windows`` (validated from plain dicts in one
-        pydantic call: a third cheaper than an object per appliance)."""
-        grid, n_app = prep.grid, len(self.bundle.appliances)
+        pydantic call: a third cheaper than an object per appliance, twice as fast as model_construct)."""
+        grid, apps = prep.grid, self.appliances
         at = grid.time_of(int(prep.ends[-1]))
         if prep.newest_problem is not None:
             return DetectResponse(
                 device_id=grid.device_id, model_version=self.model_version, at=at, status="unknown",
                 reason=prep.newest_problem, appliances={},
             )  # fmt: skip
-        prob = np.full((len(prep.ends), n_app), np.nan, np.float32)  # (K, A); NaN where not answered
-        prob[[p is None for p in prep.problems]] = outputs[:, n_app:]
+        n_app = len(apps)
+        if len(outputs) == len(prep.ends):  # every window answered (the common case)
+            prob = outputs[:, n_app:]  # (K, A)
+        else:
+            prob = np.full((len(prep.ends), n_app), np.nan, np.float32)  # NaN where not answered
+            prob[[p is None for p in prep.problems]] = outputs[:, n_app:]
         on = prob >= ON_PROBABILITY_THRESHOLD
-        unknown = np.isnan(prob)
         newest_on, newest_prob = on[-1].tolist(), prob[-1].astype(np.float64).tolist()
-        states = {}
-        for j, name in enumerate(self.bundle.appliances):
-            since = _run_start(on[:, j], unknown[:, j]) if len(on) > 1 else None
-            states[name] = {
-                "on": newest_on[j],
-                "prob_on": newest_prob[j],
-                "since": None if since is None else grid.time_of(int(prep.ends[since])),
-            }
+        since: list[datetime | None] = [None] * n_app
+        if len(on) > 1:
+            unknown = np.isnan(prob)
+            for j in range(n_app):
+                k = _run_start(on[:, j], unknown[:, j])
+                since[j] = None if k is None else grid.time_of(int(prep.ends[k]))
+        values = zip(apps, newest_on, newest_prob, since, strict=True)
+        states = {a: {"on": o, "prob_on": p, "since": t} for a, o, p, t in values}
         return DetectResponse.model_validate({
             "device_id": grid.device_id, "model_version": self.model_version, "at": at, "status": "ok",
             "reason": None, "appliances": states,
@@ -224,7 +259,7 @@ class Engine:
 
     def detect(self, requests: Sequence[DeviceReadings]) -> list[DetectResponse]:
         """Detect for many devices with ONE model call over all their windows."""
-        preps = self._prepare_all(requests, self.prepare_detect)
+        preps = self.prepare_all(requests, self.since_readings)
         return [self.answer_detect(p, o) for p, o in zip(preps, self._infer_all(preps), strict=True)]
 
     def predict(self, requests: Sequence[DeviceReadings], newest_only: bool) -> list[PredictResponse]:
@@ -232,15 +267,9 @@ class Engine:
         if not newest_only:
             check_batch_size(len(requests), self.limits)
             return [_under(i, self.predict_series, r) for i, r in enumerate(requests)]
-        preps = self._prepare_all(requests, self.prepare_newest)
+        preps = self.prepare_all(requests, 0)
         outputs = self._infer_all(preps)
         return [self.answer_newest_prediction(p, o) for p, o in zip(preps, outputs, strict=True)]
-
-    def _prepare_all(
-        self, requests: Sequence[DeviceReadings], prepare: Callable[[DeviceReadings], PreparedWindows]
-    ) -> list[PreparedWindows]:
-        check_batch_size(len(requests), self.limits)
-        return [_under(i, prepare, r) for i, r in enumerate(requests)]
 
     def _infer_all(self, preps: list[PreparedWindows]) -> list[np.ndarray]:
         """One model call over every device's windows, split back per device."""
@@ -249,10 +278,10 @@ class Engine:
         return np.split(outputs, bounds)
 
 
-def _under(i: int, fn: Callable[[DeviceReadings], T], req: DeviceReadings) -> T:
-    """``fn(req)`` with a RequestError's field placed under ``devices[i]``."""
+def _under(i: int, fn: Callable[..., T], req: DeviceReadings, *args: Any) -> T:
+    """``fn(req, *args)`` with a RequestError's field placed under ``devices[i]``."""
     try:
-        return fn(req)
+        return fn(req, *args)
     except RequestError as e:
         raise e.under(f"devices[{i}]") from None
 

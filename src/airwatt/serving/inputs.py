@@ -14,6 +14,7 @@ Gap policy (the same rule as training data, airwatt.prepare.grid.fill_short_gaps
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -125,6 +126,32 @@ def to_grid(req: DeviceReadings, limits: Limits) -> GridReadings:
     filled, valid = fill_short_gaps(raw, int(limits.max_fill_s // limits.interval_s))
     filled[~valid] = np.nan
     return GridReadings(req.device_id, start_ms, interval_ms, filled, valid)
+
+
+def to_grids(requests: Sequence[DeviceReadings], limits: Limits) -> list[GridReadings] | None:
+    """``to_grid`` of every request in one pass for the common batch (the platform's): every device in the
+    compact form at the model's cadence with the same number of readings, each a plausible number of watts.
+    The same grids as ``to_grid``, a third of the time per device; None when the batch is not that (then
+    ``to_grid`` device by device, whose errors name the device and field)."""
+    n = len(requests[0].power_w) if requests else 0
+    if not limits.window_length <= n <= limits.max_readings:
+        return None
+    for req in requests:
+        if req.timestamps is not None or len(req.power_w) != n or req.interval_s != limits.interval_s:
+            return None
+    power = np.array([req.power_w for req in requests], dtype=np.float64)  # (D, n); null -> NaN
+    if (power > limits.max_power_w).any():
+        return None
+    valid = ~np.isnan(power)
+    max_slots = int(limits.max_fill_s // limits.interval_s)
+    for i in np.flatnonzero(~valid.all(axis=1)):  # the rows with missing readings: the gap policy
+        power[i], valid[i] = fill_short_gaps(power[i], max_slots)
+        power[i, ~valid[i]] = np.nan
+    interval_ms = round(limits.interval_s * 1000)
+    return [
+        GridReadings(req.device_id, _epoch_ms(req.start), interval_ms, power[i], valid[i])  # type: ignore[arg-type]
+        for i, req in enumerate(requests)
+    ]
 
 
 def window_problems(grid: GridReadings, ends: np.ndarray, limits: Limits) -> list[str | None]:
