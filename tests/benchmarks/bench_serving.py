@@ -1,8 +1,8 @@
 """Benchmark: the BentoML service under simulated devices, against the same model in-process.
 
     .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 600] [--modes paced single batch]
-        [--devices 2000] [--batch-points 25x6 50x3] [--concurrency 16] [--readings 512]
-        [--adaptive-batching on|off] [--calls-per-connection 1] [--model BUNDLE_DIR]
+        [--devices 2000] [--batch-points 25x6 50x3] [--rounds 1] [--concurrency 16] [--readings 512]
+        [--adaptive-batching on|off] [--calls-per-connection 10] [--model BUNDLE_DIR]
 
 Starts `bentoml serve` (serving/service.py, params.yaml ``serve`` settings: workers, batching) on a free
 loopback port and drives it from this process with pre-encoded requests (each device's newest 512 readings):
@@ -21,8 +21,8 @@ each mode, and the ratio of served throughput to in-process throughput of the sa
 layout (``serve.workers`` processes at once, each Engine.detect from the same JSON bodies to the JSON
 answer; and the model call alone). The model: ``--model`` or an untrained causal bundle with params.yaml's
 ``train.arch.causal`` arguments (speed does not depend on the weights). Prints figures and machine_info();
-not a test. The client (aiohttp; by default a new connection per call, see closed_loop) shares the
-machine's cores with the server.
+not a test. The client (aiohttp) shares the machine's cores with the server; each closed-loop client
+replaces its connection every ``--calls-per-connection`` calls (see closed_loop).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -320,9 +321,10 @@ def main() -> None:
     ap.add_argument(
         "--calls-per-connection",
         type=int,
-        default=1,
+        default=10,
         help="closed-loop modes: calls before a client replaces its connection (0: never; see closed_loop)",
     )
+    ap.add_argument("--rounds", type=int, default=1, help="batch mode: repeat every point this many times")
     ap.add_argument("--readings", type=int, default=512, help="readings per device per call")
     ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
     ap.add_argument("--modes", nargs="+", default=["paced", "single", "batch"])
@@ -356,15 +358,21 @@ def main() -> None:
         port = free_port()
         proc = start_server(model_dir, port, Path(tmp) / "bentoml", overrides)
         url = f"http://127.0.0.1:{port}"
-        results = []
+        results: list[Result] = []
+        engine_rates: dict[int, list[float]] = {}
         try:
             print(f"server RSS after start: {tree_rss_mib(proc.pid):,.0f} MiB")
             for mode in args.modes:
-                for point in args.batch_points if mode == "batch" else [(1, args.concurrency)]:
-                    results.append(
-                        run_mode(mode, url, proc.pid, args, singles, batches.get(point[0], []), point)
-                    )
+                if mode != "batch":
+                    results.append(run_mode(mode, url, proc.pid, args, singles, [], (1, args.concurrency)))
                     print(results[-1].line(), flush=True)
+                    continue
+                for _ in range(args.rounds):  # each served run next to its in-process run: same host load
+                    for point in args.batch_points:
+                        results.append(run_mode(mode, url, proc.pid, args, singles, batches[point[0]], point))
+                        print(results[-1].line(), flush=True)
+                        ups = compare_in_process(results[-1], model_dir, batches[point[0]], cfg)
+                        engine_rates.setdefault(point[0], []).append(ups)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -373,18 +381,35 @@ def main() -> None:
             errors = [ln for ln in lines if "[ERROR]" in ln or "Error" in ln or "File " in ln]
             first = next((i for i, ln in enumerate(errors) if "[ERROR]" in ln), max(0, len(errors) - 30))
             print("server log, error lines (from the first [ERROR]):\n  " + "\n  ".join(errors[first:][:40]))
-        engine_rate = {}
-        for n in sizes:
-            ups, wps = in_process(model_dir, batches[n], n, cfg.workers, cfg.torch_threads)
-            engine_rate[n] = ups
-            print(
-                f"in-process ({cfg.workers} processes x {cfg.torch_threads} torch thread): Engine.detect "
-                f"batch {n} from JSON to JSON {ups:,.0f} updates/s; model call alone {wps:,.0f} windows/s"
-            )
-        for r in results:
-            if r.per_call in engine_rate:
-                ratio = r.updates / r.wall_s / engine_rate[r.per_call]
-                print(f"  {r.mode:<26} served / in-process: {ratio:.2f}")
+        if args.rounds > 1:
+            print("summary per batch point (all rounds):")
+            for devices, clients in args.batch_points:
+                runs = [
+                    r for r in results if r.mode.startswith(f"batch {devices} ") and f"c={clients})" in r.mode
+                ]
+                served = sum(r.updates for r in runs) / sum(r.wall_s for r in runs)
+                engine = float(np.mean(engine_rates[devices]))
+                rates = ", ".join(f"{r.updates / r.wall_s:,.0f}" for r in runs)
+                print(
+                    f"  {devices}x{clients}: served {served:,.0f} updates/s (runs {rates}), in-process "
+                    f"{engine:,.0f}, served / in-process {served / engine:.2f}"
+                )
+
+
+def compare_in_process(served: Result, model_dir: Path, bodies: list[bytes], cfg: Any) -> float:
+    """``in_process`` on the bodies of a served batch run, on two layouts, printed beside that run: the
+    server's (``serve.workers`` processes; returned) and one process using every core's thread (how the
+    model runs in a notebook or `airwatt evaluate`, and how the issue's Seq2Point figure is measured)."""
+    rate, threads = served.updates / served.wall_s, cfg.workers * cfg.torch_threads
+    same, wps = in_process(model_dir, bodies, served.per_call, cfg.workers, cfg.torch_threads)
+    one, _ = in_process(model_dir, bodies, served.per_call, 1, threads)
+    print(
+        f"  in-process, JSON to JSON: {cfg.workers} processes x {cfg.torch_threads} torch thread {same:,.0f} "
+        f"updates/s (served / in-process {rate / same:.2f}; model alone {wps:,.0f} windows/s); 1 process x "
+        f"{threads} threads {one:,.0f} updates/s (served / in-process {rate / one:.2f})",
+        flush=True,
+    )
+    return same
 
 
 def batch_point(text: str) -> tuple[int, int]:
