@@ -359,7 +359,7 @@ def main() -> None:
         proc = start_server(model_dir, port, Path(tmp) / "bentoml", overrides)
         url = f"http://127.0.0.1:{port}"
         results: list[Result] = []
-        engine_rates: dict[int, list[float]] = {}
+        by_point: dict[tuple[int, int], list[tuple[Result, float]]] = {}  # (served run, in-process rate)
         try:
             print(f"server RSS after start: {tree_rss_mib(proc.pid):,.0f} MiB")
             for mode in args.modes:
@@ -372,7 +372,7 @@ def main() -> None:
                         results.append(run_mode(mode, url, proc.pid, args, singles, batches[point[0]], point))
                         print(results[-1].line(), flush=True)
                         ups = compare_in_process(results[-1], model_dir, batches[point[0]], cfg)
-                        engine_rates.setdefault(point[0], []).append(ups)
+                        by_point.setdefault(point, []).append((results[-1], ups))
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -383,12 +383,10 @@ def main() -> None:
             print("server log, error lines (from the first [ERROR]):\n  " + "\n  ".join(errors[first:][:40]))
         if args.rounds > 1:
             print("summary per batch point (all rounds):")
-            for devices, clients in args.batch_points:
-                runs = [
-                    r for r in results if r.mode.startswith(f"batch {devices} ") and f"c={clients})" in r.mode
-                ]
+            for (devices, clients), pairs in by_point.items():
+                runs = [r for r, _ in pairs]
                 served = sum(r.updates for r in runs) / sum(r.wall_s for r in runs)
-                engine = float(np.mean(engine_rates[devices]))
+                engine = float(np.mean([ups for _, ups in pairs]))
                 rates = ", ".join(f"{r.updates / r.wall_s:,.0f}" for r in runs)
                 print(
                     f"  {devices}x{clients}: served {served:,.0f} updates/s (runs {rates}), in-process "
