@@ -30,7 +30,13 @@ from starlette.responses import JSONResponse, Response
 
 from airwatt.serving.engine import Engine, configure_torch
 from airwatt.serving.inputs import RequestError
-from airwatt.serving.loading import StagedModel, report_settings, serve_settings, stage_model
+from airwatt.serving.loading import (
+    StagedModel,
+    report_settings,
+    serve_settings,
+    service_config,
+    stage_model,
+)
 from airwatt.serving.schemas import (
     DetectBatchRequest,
     DetectBatchResponse,
@@ -61,7 +67,7 @@ def as_json(body: BaseModel) -> Response:
     return Response(body.model_dump_json(), media_type="application/json")
 
 
-@bentoml.service(name="airwatt", workers=SETTINGS.workers, traffic={"timeout": SETTINGS.timeout_s})
+@bentoml.service(name="airwatt", **service_config(SETTINGS))
 class AirWatt:
     @bentoml.on_deployment
     def stage() -> None:

@@ -25,7 +25,14 @@ from airwatt.config import load_params
 from airwatt.models import ModelBundle
 from airwatt.serving.engine import Engine, _run_start
 from airwatt.serving.inputs import RequestError
-from airwatt.serving.loading import MODEL_URI_ENV, STAGED_ENV, bundle_hash, resolve_model, stage_model
+from airwatt.serving.loading import (
+    MODEL_URI_ENV,
+    STAGED_ENV,
+    bundle_hash,
+    resolve_model,
+    service_config,
+    stage_model,
+)
 from airwatt.serving.schemas import DeviceReadings
 
 START = "2026-01-05T00:00:00Z"
@@ -212,6 +219,21 @@ def test_small_batches_run_in_the_event_loop_and_large_ones_in_a_thread(
             assert state["prob_on"] == pytest.approx(b["appliances"][name]["prob_on"], abs=1e-6)
     series = client.post("/predict_batch", json={"devices": devices[:1]})  # whole series: in a thread
     assert series.status_code == 200 and threaded == ["detect", "predict"]
+
+
+def test_tracing_off_takes_every_route_past_the_tracing_middleware(client: TestClient) -> None:
+    """serve.tracing false (default): no route pays for OpenTelemetry spans that record nothing; true:
+    BentoML's own tracing settings (BENTOML_CONFIG: exporter, sample rate) apply to every route."""
+    from opentelemetry.util.http import ExcludeList
+
+    service = sys.modules["airwatt_serving_service"]
+    cfg = load_params(REPO / "params.yaml").serve
+    assert cfg.tracing is False and service.AirWatt.config == service_config(cfg)
+    routes = [r.path for r in client.app.routes] + ["/detect?x=1", "http://127.0.0.1:3000/detect_batch"]
+    assert {"/detect", "/detect_batch", "/predict", "/metrics", "/healthz"} <= set(routes)
+    off = ExcludeList(service_config(cfg)["tracing"]["excluded_urls"])
+    assert all(off.url_disabled(route) for route in routes)
+    assert "tracing" not in service_config(cfg.model_copy(update={"tracing": True}))
 
 
 def test_every_response_names_the_model_version(client: TestClient, trained_bundle: Path) -> None:

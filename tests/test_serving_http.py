@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -170,6 +171,21 @@ def test_a_model_that_cannot_load_stops_bentoml_serve(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert f"cannot load the model {uri}" in proc.stderr
+
+
+def pins(lines: list[str]) -> dict[str, str]:
+    """``name==version`` requirement lines -> {normalised name: version}."""
+    parts = [ln.split("#")[0].partition("==") for ln in lines]
+    return {n.strip().lower().replace("_", "-"): v.strip() for n, _, v in parts if v.strip()}
+
+
+def test_the_bento_pins_the_versions_pyproject_and_constraints_pin() -> None:
+    project = pins(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    locked = pins((REPO / "constraints.txt").read_text().splitlines())
+    bento = pins(yaml.safe_load((REPO / "serving" / "bentofile.yaml").read_text())["python"]["packages"])
+    assert {"torch", "bentoml", "uvloop", "httptools"} <= project.keys()
+    assert {n: v for n, v in project.items() if locked.get(n) != v} == {}, "constraints.txt differs"
+    assert {n: v for n, v in bento.items() if project.get(n) != v} == {}, "bentofile.yaml differs"
 
 
 @pytest.mark.slow

@@ -248,6 +248,7 @@ class ServeParams(_Section):
     max_batch_size: int = Field(gt=1, description="adaptive batching: windows per model call")
     max_latency_ms: int = Field(gt=0, description="adaptive batching: longer estimated waits are shed (503)")
     timeout_s: float = Field(gt=0, description="request timeout")
+    tracing: bool = Field(description="OpenTelemetry spans per request (exporter: BENTOML_CONFIG)")
     inline_max_windows: int = Field(
         ge=0, description="batch calls of at most this many windows run in the event loop, larger in a thread"
     )

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 600] [--modes paced single batch]
         [--devices 2000] [--batch-points 25x6 50x3] [--rounds 1] [--concurrency 16] [--readings 512]
-        [--adaptive-batching on|off] [--calls-per-connection 10] [--model BUNDLE_DIR]
+        [--adaptive-batching on|off] [--calls-per-connection 10] [--in-process-s 30] [--model BUNDLE_DIR]
 
 Starts `bentoml serve` (serving/service.py, params.yaml ``serve`` settings: workers, batching) on a free
 loopback port and drives it from this process with pre-encoded requests (each device's newest 512 readings):
@@ -17,9 +17,11 @@ loopback port and drives it from this process with pre-encoded requests (each de
 Each mode runs ``--duration-s`` seconds (the issue asks for memory after 10 minutes: the default). Prints
 device-updates/s (devices answered per second), p50/p95/p99/max latency per HTTP call, server CPU seconds
 per update (the whole `bentoml serve` process tree; in brackets this client's), server RSS at the end of
-each mode, and the ratio of served throughput to in-process throughput of the same model on the server's
-layout (``serve.workers`` processes at once, each Engine.detect from the same JSON bodies to the JSON
-answer; and the model call alone). The model: ``--model`` or an untrained causal bundle with params.yaml's
+each mode, and, right after each batch run, the same model in-process on the server's layout for
+``--in-process-s`` seconds (``serve.workers`` warm processes at once, each Engine.detect from the same JSON
+bodies to the JSON answer; its CPU per update) and the ratio of served to in-process throughput; with
+``--rounds`` above 1, the median ratio per batch point. Once per batch size: the model call alone, and the
+engine in one process on every core. The model: ``--model`` or an untrained causal bundle with params.yaml's
 ``train.arch.causal`` arguments (speed does not depend on the weights). Prints figures and machine_info();
 not a test. The client (aiohttp) shares the machine's cores with the server; each closed-loop client
 replaces its connection every ``--calls-per-connection`` calls (see closed_loop).
@@ -253,56 +255,83 @@ def run_mode(
     return res
 
 
-def in_process(
-    model_dir: Path, batches: list[bytes], batch: int, workers: int, threads: int, seconds: float = 10.0
-) -> tuple[float, float]:
-    """The same model and JSON bodies without HTTP, on the server's layout: ``workers`` processes of
-    ``threads`` torch threads, all at once. (device-updates/s of Engine.detect from the JSON bodies to the
-    JSON answer; windows/s of the model call alone)."""
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        start_at = time.time() + 15.0  # after every process has loaded torch and the model
-        jobs = [
-            pool.submit(_engine_worker, model_dir, batches, batch, threads, start_at, seconds)
-            for _ in range(workers)
-        ]
-        rates = [job.result() for job in jobs]
-    return sum(r[0] for r in rates), sum(r[1] for r in rates)
+class InProcess:
+    """The same model and JSON bodies without HTTP: ``workers`` spawned processes of ``threads`` torch
+    threads, each loading the engine once (Engine.detect from the JSON body to the JSON answer), measured
+    all at once in slices. Kept alive between slices so that each served run is followed within a second by
+    its in-process slice: this VM's speed drifts by ±20 % over minutes, which a ratio of runs taken minutes
+    apart would carry."""
+
+    def __init__(self, model_dir: Path, workers: int, threads: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.workers, self.threads, self.loaded = workers, threads, False
+        init = (model_dir, threads)
+        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_load_engine, initargs=init)
+
+    def detect(self, batches: list[bytes], batch: int, seconds: float) -> tuple[float, float]:
+        """(device-updates/s over every process, CPU ms per update) for ``seconds`` from a common start."""
+        runs = self._all(_detect_slice, batches, batch, seconds)
+        return sum(r[0] for r in runs), float(np.mean([r[1] for r in runs]))
+
+    def model_alone(self, batch: int, seconds: float) -> float:
+        """Windows/s of the model call alone (a batch of ``batch`` windows), every process at once."""
+        return sum(r[0] for r in self._all(_model_slice, batch, seconds))
+
+    def _all(self, fn: Any, *args: Any) -> list[tuple[float, float, int]]:
+        start_at = time.time() + (1.0 if self.loaded else 20.0)  # after every process has loaded the model
+        runs = [job.result() for job in [self.pool.submit(fn, *args, start_at) for _ in range(self.workers)]]
+        assert len({r[2] for r in runs}) == self.workers, "two slices ran in one process"
+        self.loaded = True
+        return runs
+
+    def close(self) -> None:
+        self.pool.shutdown()
 
 
-def _engine_worker(
-    model_dir: Path, batches: list[bytes], batch: int, threads: int, start_at: float, seconds: float
-) -> tuple[float, float]:
-    """One in-process worker: Engine.detect rounds for ``seconds`` from ``start_at``, then the model alone."""
+_ENGINE: Any = None  # the engine of an InProcess process
+
+
+def _load_engine(model_dir: Path, threads: int) -> None:
     import torch
 
     from airwatt.config import load_params
     from airwatt.serving.engine import Engine
     from airwatt.serving.loading import resolve_model
+
+    global _ENGINE
+    torch.set_num_threads(threads)
+    serve = load_params(REPO / "params.yaml").serve
+    _ENGINE = Engine.load(resolve_model(str(model_dir), model_dir.parent), serve)
+
+
+def _detect_slice(
+    batches: list[bytes], batch: int, seconds: float, start_at: float
+) -> tuple[float, float, int]:
     from airwatt.serving.schemas import DetectBatchRequest, DetectBatchResponse
 
-    torch.set_num_threads(threads)
-    engine = Engine.load(
-        resolve_model(str(model_dir), model_dir.parent), load_params(REPO / "params.yaml").serve
-    )
-
     def detect(body: bytes) -> None:
-        results = engine.detect(DetectBatchRequest.model_validate_json(body).devices)
-        DetectBatchResponse(model_version=engine.model_version, results=results).model_dump_json()
+        results = _ENGINE.detect(DetectBatchRequest.model_validate_json(body).devices)
+        DetectBatchResponse(model_version=_ENGINE.model_version, results=results).model_dump_json()
 
     detect(batches[0])  # warm-up
     time.sleep(max(0.0, start_at - time.time()))
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds / 2:
+    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - t0 < seconds:
         detect(batches[n % len(batches)])
         n += 1
-    updates_s = n * batch / (time.perf_counter() - t0)
-    x = np.random.default_rng(0).normal(size=(batch, engine.limits.window_length)).astype(np.float32)
+    cpu_ms = 1e3 * (time.process_time() - cpu0) / (n * batch)
+    return n * batch / (time.perf_counter() - t0), cpu_ms, os.getpid()
+
+
+def _model_slice(batch: int, seconds: float, start_at: float) -> tuple[float, float, int]:
+    x = np.random.default_rng(0).normal(size=(batch, _ENGINE.limits.window_length)).astype(np.float32)
+    _ENGINE.infer(x)
+    time.sleep(max(0.0, start_at - time.time()))
     n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds / 2:
-        engine.infer(x)
+    while time.perf_counter() - t0 < seconds:
+        _ENGINE.infer(x)
         n += 1
-    return updates_s, n * batch / (time.perf_counter() - t0)
+    return n * batch / (time.perf_counter() - t0), 0.0, os.getpid()
 
 
 def main() -> None:
@@ -325,6 +354,12 @@ def main() -> None:
         help="closed-loop modes: calls before a client replaces its connection (0: never; see closed_loop)",
     )
     ap.add_argument("--rounds", type=int, default=1, help="batch mode: repeat every point this many times")
+    ap.add_argument(
+        "--in-process-s",
+        type=float,
+        default=None,
+        help="batch mode: seconds of each in-process slice (default: --duration-s, at most 30)",
+    )
     ap.add_argument("--readings", type=int, default=512, help="readings per device per call")
     ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
     ap.add_argument("--modes", nargs="+", default=["paced", "single", "batch"])
@@ -332,6 +367,7 @@ def main() -> None:
         "--adaptive-batching", choices=["on", "off"], default=None, help="override serve.adaptive_batching"
     )
     args = ap.parse_args()
+    args.in_process_s = args.in_process_s or min(args.duration_s, 30.0)
 
     from airwatt.config import load_params
 
@@ -360,6 +396,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         results: list[Result] = []
         by_point: dict[tuple[int, int], list[tuple[Result, float]]] = {}  # (served run, in-process rate)
+        same = InProcess(model_dir, cfg.workers, cfg.torch_threads) if "batch" in args.modes else None
         try:
             print(f"server RSS after start: {tree_rss_mib(proc.pid):,.0f} MiB")
             for mode in args.modes:
@@ -367,47 +404,68 @@ def main() -> None:
                     results.append(run_mode(mode, url, proc.pid, args, singles, [], (1, args.concurrency)))
                     print(results[-1].line(), flush=True)
                     continue
-                for _ in range(args.rounds):  # each served run next to its in-process run: same host load
+                assert same is not None
+                for _ in range(args.rounds):
                     for point in args.batch_points:
                         results.append(run_mode(mode, url, proc.pid, args, singles, batches[point[0]], point))
                         print(results[-1].line(), flush=True)
-                        ups = compare_in_process(results[-1], model_dir, batches[point[0]], cfg)
+                        ups = compare_in_process(results[-1], same, batches[point[0]], args.in_process_s)
                         by_point.setdefault(point, []).append((results[-1], ups))
+            if same is not None:
+                print_other_layouts(same, model_dir, batches, args.in_process_s)
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+            if same is not None:
+                same.close()
         if any(r.errors for r in results):
             lines = (Path(tmp) / "bentoml" / "server.log").read_text(errors="replace").splitlines()
             errors = [ln for ln in lines if "[ERROR]" in ln or "Error" in ln or "File " in ln]
             first = next((i for i, ln in enumerate(errors) if "[ERROR]" in ln), max(0, len(errors) - 30))
             print("server log, error lines (from the first [ERROR]):\n  " + "\n  ".join(errors[first:][:40]))
         if args.rounds > 1:
-            print("summary per batch point (all rounds):")
+            print("summary per batch point (each served run over the in-process slice right after it):")
             for (devices, clients), pairs in by_point.items():
                 runs = [r for r, _ in pairs]
-                served = sum(r.updates for r in runs) / sum(r.wall_s for r in runs)
-                engine = float(np.mean([ups for _, ups in pairs]))
+                ratios = [r.updates / r.wall_s / ups for r, ups in pairs]
                 rates = ", ".join(f"{r.updates / r.wall_s:,.0f}" for r in runs)
                 print(
-                    f"  {devices}x{clients}: served {served:,.0f} updates/s (runs {rates}), in-process "
-                    f"{engine:,.0f}, served / in-process {served / engine:.2f}"
+                    f"  {devices}x{clients}: served {rates} updates/s; served / in-process median "
+                    f"{np.median(ratios):.2f} (runs {', '.join(f'{x:.2f}' for x in ratios)})"
                 )
 
 
-def compare_in_process(served: Result, model_dir: Path, bodies: list[bytes], cfg: Any) -> float:
-    """``in_process`` on the bodies of a served batch run, on two layouts, printed beside that run: the
-    server's (``serve.workers`` processes; returned) and one process using every core's thread (how the
-    model runs in a notebook or `airwatt evaluate`, and how the issue's Seq2Point figure is measured)."""
-    rate, threads = served.updates / served.wall_s, cfg.workers * cfg.torch_threads
-    same, wps = in_process(model_dir, bodies, served.per_call, cfg.workers, cfg.torch_threads)
-    one, _ = in_process(model_dir, bodies, served.per_call, 1, threads)
+def compare_in_process(served: Result, same: InProcess, bodies: list[bytes], seconds: float) -> float:
+    """The in-process slice on the server's layout right after ``served``, printed beside it; returns its
+    device-updates/s."""
+    rate = served.updates / served.wall_s
+    ups, cpu_ms = same.detect(bodies, served.per_call, seconds)
     print(
-        f"  in-process, JSON to JSON: {cfg.workers} processes x {cfg.torch_threads} torch thread {same:,.0f} "
-        f"updates/s (served / in-process {rate / same:.2f}; model alone {wps:,.0f} windows/s); 1 process x "
-        f"{threads} threads {one:,.0f} updates/s (served / in-process {rate / one:.2f})",
+        f"  in-process, JSON to JSON, {same.workers} processes x {same.threads} torch thread, the "
+        f"{seconds:g} s right after: {ups:,.0f} updates/s, CPU {cpu_ms:.3f} ms/update "
+        f"(served / in-process {rate / ups:.2f})",
         flush=True,
     )
-    return same
+    return ups
+
+
+def print_other_layouts(
+    same: InProcess, model_dir: Path, batches: dict[int, list[bytes]], seconds: float
+) -> None:
+    """Once per batch size, for 10 s at most: the model call alone on the server's layout, and the engine in
+    one process using every core's thread (how the model runs in a notebook or `airwatt evaluate`, and how
+    the issue's Seq2Point figure is measured)."""
+    one, seconds = InProcess(model_dir, 1, same.workers * same.threads), min(seconds, 10.0)
+    try:
+        for n, bodies in batches.items():
+            wps = same.model_alone(n, seconds)
+            ups, _ = one.detect(bodies, n, seconds)
+            print(
+                f"  {n} devices per call: model alone {wps:,.0f} windows/s ({same.workers} processes); "
+                f"engine in 1 process x {one.threads} threads {ups:,.0f} updates/s"
+            )
+    finally:
+        one.close()
 
 
 def batch_point(text: str) -> tuple[int, int]:
