@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,16 +272,17 @@ class InProcess:
     def detect(self, batches: list[bytes], batch: int, seconds: float) -> tuple[float, float]:
         """(device-updates/s over every process, CPU ms per update) for ``seconds`` from a common start."""
         runs = self._all(_detect_slice, batches, batch, seconds)
-        return sum(r[0] for r in runs), float(np.mean([r[1] for r in runs]))
+        updates = batch * sum(r.calls for r in runs)
+        return batch * sum(r.calls / r.wall_s for r in runs), 1e3 * sum(r.cpu_s for r in runs) / updates
 
     def model_alone(self, batch: int, seconds: float) -> float:
         """Windows/s of the model call alone (a batch of ``batch`` windows), every process at once."""
-        return sum(r[0] for r in self._all(_model_slice, batch, seconds))
+        return batch * sum(r.calls / r.wall_s for r in self._all(_model_slice, batch, seconds))
 
-    def _all(self, fn: Any, *args: Any) -> list[tuple[float, float, int]]:
+    def _all(self, fn: Callable[..., Slice], *args: Any) -> list[Slice]:
         start_at = time.time() + (1.0 if self.loaded else 20.0)  # after every process has loaded the model
         runs = [job.result() for job in [self.pool.submit(fn, *args, start_at) for _ in range(self.workers)]]
-        assert len({r[2] for r in runs}) == self.workers, "two slices ran in one process"
+        assert len({r.pid for r in runs}) == self.workers, "two slices ran in one process"
         self.loaded = True
         return runs
 
@@ -304,34 +306,40 @@ def _load_engine(model_dir: Path, threads: int) -> None:
     _ENGINE = Engine.load(resolve_model(str(model_dir), model_dir.parent), serve)
 
 
-def _detect_slice(
-    batches: list[bytes], batch: int, seconds: float, start_at: float
-) -> tuple[float, float, int]:
-    from airwatt.serving.schemas import DetectBatchRequest, DetectBatchResponse
+@dataclass
+class Slice:
+    """Calls of one in-process step from a common start: their count, wall and CPU seconds, the process."""
 
-    def detect(body: bytes) -> None:
-        results = _ENGINE.detect(DetectBatchRequest.model_validate_json(body).devices)
-        DetectBatchResponse(model_version=_ENGINE.model_version, results=results).model_dump_json()
+    calls: int
+    wall_s: float
+    cpu_s: float
+    pid: int
 
-    detect(batches[0])  # warm-up
+
+def _timed(step: Callable[[int], object], seconds: float, start_at: float) -> Slice:
+    """``step(k)`` once to warm up, then from ``start_at`` as often as ``seconds`` allow."""
+    step(0)
     time.sleep(max(0.0, start_at - time.time()))
     n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
-        detect(batches[n % len(batches)])
+        step(n)
         n += 1
-    cpu_ms = 1e3 * (time.process_time() - cpu0) / (n * batch)
-    return n * batch / (time.perf_counter() - t0), cpu_ms, os.getpid()
+    return Slice(n, time.perf_counter() - t0, time.process_time() - cpu0, os.getpid())
 
 
-def _model_slice(batch: int, seconds: float, start_at: float) -> tuple[float, float, int]:
+def _detect_slice(batches: list[bytes], batch: int, seconds: float, start_at: float) -> Slice:
+    from airwatt.serving.schemas import DetectBatchRequest, DetectBatchResponse
+
+    def detect(k: int) -> None:
+        results = _ENGINE.detect(DetectBatchRequest.model_validate_json(batches[k % len(batches)]).devices)
+        DetectBatchResponse(model_version=_ENGINE.model_version, results=results).model_dump_json()
+
+    return _timed(detect, seconds, start_at)
+
+
+def _model_slice(batch: int, seconds: float, start_at: float) -> Slice:
     x = np.random.default_rng(0).normal(size=(batch, _ENGINE.limits.window_length)).astype(np.float32)
-    _ENGINE.infer(x)
-    time.sleep(max(0.0, start_at - time.time()))
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        _ENGINE.infer(x)
-        n += 1
-    return n * batch / (time.perf_counter() - t0), 0.0, os.getpid()
+    return _timed(lambda _: _ENGINE.infer(x), seconds, start_at)
 
 
 def main() -> None:
