@@ -2,34 +2,37 @@
 
     airwatt serve [--port P] [--host H] [--model URI]     # or: bentoml serve serving.service:AirWatt
 
-Endpoints (JSON; the OpenAPI page is at /docs): POST /detect, /predict (one device; concurrent calls share
-model invocations through adaptive batching of /infer_windows), POST /detect_batch, /predict_batch (many
-devices, one model call), POST /report (a week or month of one device's readings -> the report data of
-`airwatt report`), POST /model (version, appliances, window, thresholds); BentoML's own GET /healthz,
-/livez, /readyz (ready once the model is loaded) and /metrics (Prometheus).
+Endpoints (JSON; the OpenAPI page is at /docs): POST /detect, /predict (one device), POST /detect_batch,
+/predict_batch (many devices, one model call), POST /report (a week or month of one device's readings -> the
+report data of `airwatt report`), POST /model (version, appliances, window, decision rule, limits);
+BentoML's own GET /healthz, /livez, /readyz (ready once the model is loaded) and /metrics (Prometheus, with
+the device-state cache's counters: airwatt_state_cache_lookups_total{outcome}, _evictions_total, _devices).
+
+A call is answered from the readings it sends (or, in the session form, all readings sent in the session);
+each worker's device-state cache only saves computing what it already computed (docs/serving.md).
 
 Errors: 400 for a malformed body (pydantic: the field and the problem), 422 ``{"error", "field"}`` for a
-well-formed request this model cannot answer. Settings come from params.yaml ``serve`` (read once, here, when
-the service is imported: they size the workers and the batching); AIRWATT_MODEL_URI overrides the model.
+well-formed request this model cannot answer, 409 ``{"error", "field", "devices"}`` for a session-form call
+this worker holds no state for (resend the history). Settings come from params.yaml ``serve`` (read once,
+here, when the service is imported: they size the workers); AIRWATT_MODEL_URI overrides the model.
 
-To add an endpoint (e.g. /report): a method that calls one function of the package, as below.
+To add an endpoint: a method that calls one function of the package, as below.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import bentoml
-import numpy as np
-from bentoml.exceptions import InvalidArgument
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from airwatt.serving.engine import Engine, configure_torch
-from airwatt.serving.inputs import RequestError
+from airwatt.serving.engine import Engine, configure_torch, expected_history_passes
+from airwatt.serving.inputs import RequestError, SessionConflict
 from airwatt.serving.loading import (
     StagedModel,
     report_settings,
@@ -49,21 +52,46 @@ from airwatt.serving.schemas import (
     PredictResponse,
     ReportRequest,
 )
+from airwatt.serving.state import OUTCOMES
 
 log = logging.getLogger("airwatt.serving")
 SETTINGS = serve_settings()
 REPORT_SETTINGS = report_settings()
-LOOPBACK_TIMEOUT_S = 2 * SETTINGS.max_latency_ms / 1000  # adaptive batching: then answer directly
 T = TypeVar("T")
+
+
+
+@functools.cache
+def cache_metrics() -> tuple[Any, Any, Any]:
+    """The device-state cache's Prometheus metrics, created in the worker on first use: prometheus_client
+    is imported only after BentoML has set the worker's multiprocess directory (else /metrics misses them)."""
+    import prometheus_client
+
+    lookups = prometheus_client.Counter(
+        "airwatt_state_cache_lookups",
+        "device-state cache lookups by outcome (hit, duplicate, session, miss_*, conflict)",
+        ["outcome"],
+    )
+    evictions = prometheus_client.Counter("airwatt_state_cache_evictions", "device states evicted (LRU)")
+    devices = prometheus_client.Gauge(
+        "airwatt_state_cache_devices", "device states held, summed over workers", multiprocess_mode="livesum"
+    )
+    for outcome in OUTCOMES:
+        lookups.labels(outcome=outcome)  # every series exists from the start
+    return lookups, evictions, devices
 
 
 def unprocessable(e: RequestError) -> JSONResponse:
     return JSONResponse({"error": str(e), "field": e.field}, status_code=422)
 
 
+def conflict(e: SessionConflict) -> JSONResponse:
+    return JSONResponse({"error": str(e), "field": e.fields[0], "devices": e.devices}, status_code=409)
+
+
 def as_json(body: BaseModel) -> Response:
     """``body`` serialised once, by pydantic. Returned as is by BentoML, which would otherwise dump a
-    response model twice (to Python, then to JSON): about a tenth of a /detect_batch call's time."""
+    response model twice (to Python, then to JSON)."""
     return Response(body.model_dump_json(), media_type="application/json")
 
 
@@ -78,28 +106,45 @@ class AirWatt:
         configure_torch(SETTINGS.torch_threads)
         staged = StagedModel.from_env() or stage_model(SETTINGS.model_uri)
         self.engine = Engine.load(staged, SETTINGS)
+        self._counted = dict.fromkeys(OUTCOMES, 0)
+        self._evicted = 0
+        cache_metrics()
 
-    async def _infer(self, windows: np.ndarray) -> np.ndarray:
-        """Through the batchable endpoint when served with ``serve.adaptive_batching``, directly otherwise
-        (in the event loop: one device's windows take about 0.1 ms each)."""
-        to_async = getattr(self, "to_async", None)
-        if len(windows) == 0 or to_async is None or not SETTINGS.adaptive_batching:
-            return self.engine.infer(windows)
-        try:  # bounded: a loopback call seen hanging under load would otherwise hold the client 30 s
-            return await asyncio.wait_for(to_async.infer_windows(windows), LOOPBACK_TIMEOUT_S)
-        except Exception as e:  # the loopback round trip failed or timed out (seen under load: dropped
-            # keep-alive connections): answer this call directly rather than fail the client with a 500
-            log.warning("batched inference failed (%s: %s); answering directly", type(e).__name__, e)
-            return await asyncio.to_thread(self.engine.infer, windows)
+    def _export_cache_stats(self) -> None:
+        lookups, evictions, devices = cache_metrics()
+        stats = self.engine.cache.stats
+        for outcome, n in stats.outcomes.items():
+            if n != self._counted[outcome]:
+                lookups.labels(outcome=outcome).inc(n - self._counted[outcome])
+                self._counted[outcome] = n
+        if stats.evictions != self._evicted:
+            evictions.inc(stats.evictions - self._evicted)
+            self._evicted = stats.evictions
+        devices.set(len(self.engine.cache))
+
+    async def _call(self, requests: list[DeviceReadings], fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in this worker's event loop when the call needs at most ``serve.inline_max_misses``
+        history passes and no other call holds the device-state lock (no thread hop: the common, cheap
+        case), else in a thread so that it does not hold up /healthz and the calls behind it."""
+        engine = self.engine
+        inline = expected_history_passes(engine, requests) <= SETTINGS.inline_max_misses
+        try:
+            if inline and not engine.lock.locked():
+                return fn(*args)
+            return await asyncio.to_thread(fn, *args)
+        finally:
+            self._export_cache_stats()
 
     @bentoml.api(route="/detect")
     async def detect(self, request: DeviceReadings, /) -> DetectResponse:
         """Which appliances are on at the newest reading, with probability and since when."""
         try:
-            prep = self.engine.prepare_detect(request)
+            results = await self._call([request], self.engine.detect, [request])
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
-        return as_json(self.engine.answer_detect(prep, await self._infer(prep.windows)))  # type: ignore[return-value]
+        except SessionConflict as e:
+            return conflict(e)  # type: ignore[return-value]
+        return as_json(results[0])  # type: ignore[return-value]
 
     @bentoml.api(route="/predict")
     async def predict(self, request: PredictRequest, /) -> PredictResponse:
@@ -107,39 +152,38 @@ class AirWatt:
         try:
             if not request.newest_only:
                 return as_json(await asyncio.to_thread(self.engine.predict_series, request))  # type: ignore[return-value]
-            prep = self.engine.prepare_newest(request)
+            results = await self._call([request], self.engine.predict, [request], True)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
-        answer = self.engine.answer_newest_prediction(prep, await self._infer(prep.windows))
-        return as_json(answer)  # type: ignore[return-value]
-
-    async def _call(self, windows: int | None, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in this worker's event loop when it evaluates at most ``serve.inline_max_windows``
-        windows (no thread hop, no GIL hand-offs: about 20% less CPU per update), else (or when ``windows``
-        is None: whole series) in a thread so that it does not hold up /healthz and the calls behind it."""
-        if windows is not None and windows <= SETTINGS.inline_max_windows:
-            return fn(*args)
-        return await asyncio.to_thread(fn, *args)
+        except SessionConflict as e:
+            return conflict(e)  # type: ignore[return-value]
+        return as_json(results[0])  # type: ignore[return-value]
 
     @bentoml.api(route="/detect_batch")
     async def detect_batch(self, request: DetectBatchRequest, /) -> DetectBatchResponse:
         """/detect for many devices in one call (one model invocation)."""
-        windows = self.engine.windows_needed(request.devices, self.engine.since_readings)
         try:
-            results = await self._call(windows, self.engine.detect, request.devices)
+            results = await self._call(request.devices, self.engine.detect, request.devices)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
+        except SessionConflict as e:
+            return conflict(e)  # type: ignore[return-value]
         response = DetectBatchResponse(model_version=self.engine.model_version, results=results)
         return as_json(response)  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, request: PredictBatchRequest, /) -> PredictBatchResponse:
         """/predict for many devices in one call."""
-        windows = len(request.devices) if request.newest_only else None  # one each, or whole series
         try:
-            results = await self._call(windows, self.engine.predict, request.devices, request.newest_only)
+            if request.newest_only:
+                args = (request.devices, self.engine.predict, request.devices, True)
+                results = await self._call(*args)
+            else:  # whole series: always in a thread
+                results = await asyncio.to_thread(self.engine.predict, request.devices, False)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
+        except SessionConflict as e:
+            return conflict(e)  # type: ignore[return-value]
         response = PredictBatchResponse(model_version=self.engine.model_version, results=results)
         return as_json(response)  # type: ignore[return-value]
 
@@ -154,20 +198,5 @@ class AirWatt:
 
     @bentoml.api(route="/model")
     def model(self) -> ModelInfo:
-        """The served model: version, appliances, window, interval, thresholds, request limits."""
+        """The served model: version, appliances, window, decision rule, request limits."""
         return self.engine.info()
-
-    @bentoml.api(
-        route="/infer_windows",
-        batchable=True,
-        max_batch_size=SETTINGS.max_batch_size,
-        max_latency_ms=SETTINGS.max_latency_ms,
-    )
-    def infer_windows(self, windows: np.ndarray) -> np.ndarray:
-        """Internal (keep it off the public gateway): (B, W) normalised windows -> (B, 2A) watts then
-        on-probabilities. /detect and /predict call it so BentoML can batch concurrent calls."""
-        w = self.engine.limits.window_length
-        if windows.ndim != 2 or windows.shape[1] != w or not np.isfinite(windows).all():
-            shape = windows.shape
-            raise InvalidArgument(f"windows: expected finite (B, {w}) normalised windows; got {shape}")
-        return self.engine.infer(windows)

@@ -20,6 +20,7 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import REPO, square_wave_device
 from typer.testing import CliRunner
 
@@ -30,7 +31,8 @@ from airwatt.errors import DataError
 from airwatt.evaluate import evaluate, evaluate_bundle
 from airwatt.labels import derive_labels
 from airwatt.metrics import METRIC_KEYS
-from airwatt.models import ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model
+from airwatt.models import GapPolicy, ModelBundle, ModelOutput, ModelSpec, NormStats, OnOffSpec, build_model
+from airwatt.models.decision import decision_spec
 from airwatt.plots import plot_disaggregation
 
 APPS = ["fridge", "kettle"]
@@ -53,6 +55,7 @@ def spec_for(arch: str, appliances: list[str] = APPS) -> ModelSpec:
             power_std_w=dict.fromkeys(appliances, 100.0),
         ),
         on_off={a: OnOffSpec.of(APPLIANCES[a]) for a in appliances},
+        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1),
     )
 
 
@@ -127,7 +130,7 @@ def metrics(report: dict[str, Any], app: str, device: str | None = None) -> dict
 # ------------------------------------------------------------------------------------------ known models
 def test_perfect_model_scores_perfectly(make_dataset: Callable[..., Path]) -> None:
     data = make_dataset(devices=2, hours=8)
-    report = evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S)
+    report = evaluate_bundle(Oracle(), data)
     assert report["data"]["devices"] == ["d-0000", "d-0001"]
     for block in (report["appliances"], *report["devices"].values()):
         for name in APPS:
@@ -142,7 +145,7 @@ def test_zero_model_from_a_real_bundle_scores_the_mean_truth(
 ) -> None:
     data = make_dataset(devices=2, hours=8)
     bundle = save_real_bundle(tmp_path / "always_off")
-    report = evaluate(bundle, data, tmp_path / "eval.json", max_fill_s=MAX_FILL_S)
+    report = evaluate(bundle, data, tmp_path / "eval.json")
     assert json.loads((tmp_path / "eval.json").read_text()) == report
     fridge, kettle = metrics(report, "fridge"), metrics(report, "kettle")
     # MAE of predicting 0 W is the mean truth: the fridge is on 20 of every 60 min at 100 W ...
@@ -162,7 +165,7 @@ def test_unpredicted_and_invalid_readings_do_not_count(tmp_path: Path) -> None:
     readings, gt, labels = square("d-0000")
     gt.loc[720:1439, "fridge"] = np.nan  # the second hour has no fridge truth (longer than max_fill_s)
     data = write_dataset(tmp_path / "gappy", {"d-0000": (readings, gt, labels)})
-    report = evaluate_bundle(Oracle(unpredicted=100), data, max_fill_s=MAX_FILL_S)
+    report = evaluate_bundle(Oracle(unpredicted=100), data)
     assert metrics(report, "fridge")["mae_w"] == 0 and metrics(report, "fridge")["f1"] == 1
     assert metrics(report, "kettle")["mae_w"] == 0
     counted = report["data"]["readings"]
@@ -174,10 +177,10 @@ def test_appliances_block_pools_readings_of_all_devices(tmp_path: Path) -> None:
     data = write_dataset(
         tmp_path / "two", {"d-0000": square("d-0000", hours=8), "d-0001": square("d-0001", hours=24)}
     )
-    report = evaluate_bundle(Oracle(unpredicted=0), data, max_fill_s=MAX_FILL_S)  # sanity: perfect on both
+    report = evaluate_bundle(Oracle(unpredicted=0), data)  # sanity: perfect on both
     assert metrics(report, "kettle")["mae_w"] == 0
     bundle = ModelBundle.load(save_real_bundle(tmp_path / "zero"))
-    report = evaluate_bundle(bundle, data, max_fill_s=MAX_FILL_S)
+    report = evaluate_bundle(bundle, data)
     per_device = [metrics(report, "kettle", d)["mae_w"] for d in ("d-0000", "d-0001")]
     assert per_device == pytest.approx([2200 * 36 / (8 * 720), 2200 * 36 / (24 * 720)])
     # pooled: both kettle runs over all 8 h + 24 h of readings, not the mean of the two devices
@@ -202,7 +205,7 @@ def test_appliances_a_device_lacks_are_skipped_for_it(
         },
     )
     with caplog.at_level("INFO", logger="airwatt.evaluate"):
-        report = evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S)
+        report = evaluate_bundle(Oracle(), data)
     assert set(report["devices"]["d-0001"]) == {"fridge"}
     assert "d-0001: no ground truth or labels for kettle" in caplog.text
     # Annotator labels only: on/off metrics, no power metrics.
@@ -216,7 +219,7 @@ def test_appliances_a_device_lacks_are_skipped_for_it(
         "d-0003": "no ground truth or labels for any of the model's appliances"
     }
     with pytest.raises(DataError, match="none of the selected devices \\['d-0003'\\] has truth"):
-        evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S, devices=["d-0003"])
+        evaluate_bundle(Oracle(), data, devices=["d-0003"])
 
 
 def test_split_file_selects_the_held_out_devices(make_dataset: Callable[..., Path], tmp_path: Path) -> None:
@@ -225,13 +228,12 @@ def test_split_file_selects_the_held_out_devices(make_dataset: Callable[..., Pat
     split_file.write_text(
         json.dumps({"seed": 7, "train": ["d-0000", "d-0002"], "val": [], "test": ["d-0001"]})
     )
-    report = evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S, split_file=split_file, split="test")
+    report = evaluate_bundle(Oracle(), data, split_file=split_file, split="test")
     assert report["data"]["devices"] == ["d-0001"]
     assert list(report["devices"]) == ["d-0001"]
     both = evaluate_bundle(
         Oracle(),
         data,
-        max_fill_s=MAX_FILL_S,
         devices=["d-0000", "d-0002"],
         split_file=split_file,
         split="train",
@@ -252,8 +254,8 @@ def test_time_split_evaluates_only_the_test_period(make_dataset: Callable[..., P
     )
     prepare(data, params, tmp_path / "prep")
     split_file = tmp_path / "prep" / "split.json"
-    test = evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S, split_file=split_file, split="test")
-    whole = evaluate_bundle(Oracle(), data, max_fill_s=MAX_FILL_S)
+    test = evaluate_bundle(Oracle(), data, split_file=split_file, split="test")
+    whole = evaluate_bundle(Oracle(), data)
     assert whole["data"]["readings"]["fridge"]["power"] == 8 * 720
     assert test["data"]["readings"]["fridge"]["power"] == 2 * 720  # 06:00-08:00 only
     assert test["data"]["selection"]["time_ranges"]["d-0000"][0].startswith("2026-01-05T06:00:00")
@@ -271,7 +273,8 @@ def test_cli_writes_the_report_with_the_key_contract(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert list(report) == ["model", "data", "appliances", "mean", "devices"]
+    assert list(report) == ["model", "data", "rule", "appliances", "mean", "switches", "devices"]
+    assert report["rule"] == "offline"  # the mean baseline is not a real-time model
     assert set(report["appliances"]) == set(APPS)
     for block in (*report["appliances"].values(), report["mean"], *report["devices"]["d-0001"].values()):
         assert list(block) == list(METRIC_KEYS)
@@ -397,8 +400,6 @@ def test_unresolvable_model_uri_fails_cleanly_in_a_subprocess(
         str(data),
         "--out",
         str(out),
-        "--params",
-        str(REPO / "params.yaml"),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
@@ -424,3 +425,55 @@ def test_plot_disaggregation_renders_a_png_without_pyplot_state() -> None:
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
     power_only = plot_disaggregation(ts, truth + 80, None, truth, "fridge")
     assert len(power_only.axes) == 1 and len(power_only.axes[0].get_lines()) == 2
+
+
+# ------------------------------------------------------------------------------------ served (real-time)
+class NewestReadingModel(torch.nn.Module):
+    """A real-time stand-in: the fridge's power and a steep on-logit from the newest reading of its window
+    (normalised aggregate 0 off, 1 fridge on)."""
+
+    def __init__(self, window_length: int) -> None:
+        super().__init__()
+        self.n_appliances, self.window_length, self.target = 1, window_length, "last"
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        v = x[:, -1:]
+        return ModelOutput(v, (v - 0.5) * 100)
+
+
+def test_a_real_time_model_is_scored_on_what_the_service_answers(tmp_path: Path) -> None:
+    """8 h of the square wave: the fridge on for the first 240 readings of every 720. The causal rule
+    confirms on after 3 readings (15 s) and off after 2 (10 s); the window (9) has no room for missing
+    readings, so the first 8 readings (padding before the series) are unanswered and count as off."""
+    spec = ModelSpec(
+        arch="causal", appliances=["fridge"], window_length=9, target="last", interval_s=5,
+        norm=NormStats(aggregate_mean_w=80.0, aggregate_std_w=100.0, power_mean_w={"fridge": 0.0},
+                       power_std_w={"fridge": 100.0}),
+        on_off={"fridge": OnOffSpec.of(APPLIANCES["fridge"])},
+        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1),
+        decision=decision_spec(60, {"fridge": {"on_prob": 0.6, "off_prob": 0.4, "confirm_on_s": 15,
+                                               "confirm_off_s": 10}}),
+    )  # fmt: skip
+    bundle = ModelBundle(spec, NewestReadingModel(9))
+    data = write_dataset(tmp_path / "one", {"d-0000": square("d-0000", hours=8)})
+    report = evaluate_bundle(bundle, data)
+    assert report["rule"] == "served"
+    fridge = report["appliances"]["fridge"]
+    # FN: the 8 unanswered readings (readings 8-9 hold no confirmation yet, so the band's middle decides:
+    # on) and 2 of each of the 7 later runs; FP: 1 per switch-off (8).
+    tp, fp, fn = 8 * 240 - 22, 8, 22
+    assert fridge["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert fridge["recall"] == pytest.approx(tp / (tp + fn))
+    assert fridge["precision"] == pytest.approx(tp / (tp + fp))
+    # Watts are the served state's: 0 W on the 22 missed readings (truth 100 W); the kettle's 2200 W from
+    # 07:00 (a fridge switch-on too) make the stand-in read 300 W, the fridge's maximum, on the 34 readings
+    # after the 2 missed.
+    assert fridge["mae_w"] == pytest.approx((22 * 100 + 34 * 200) / (8 * 720))
+    assert report["data"]["answered"]["fridge"] == pytest.approx((8 * 720 - 8) / (8 * 720))
+    # The same outputs under the offline rule (the future-reading durations): every reading right.
+    assert report["offline"]["appliances"]["fridge"]["f1"] == 1.0
+    switches = report["switches"]["fridge"]
+    assert switches["switch_ons"] == 7  # the first run began before the data: not an observed switch-on
+    assert switches["detected"] == 1.0
+    assert switches["delay_median_s"] == switches["delay_p90_s"] == 10.0
+    assert switches["false_switches_per_day"] == 0.0

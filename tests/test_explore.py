@@ -97,7 +97,7 @@ def test_the_device_day_is_what_airwatt_evaluate_sees(
     """On a one-day UTC dataset the notebook's day is the evaluation's device: same grid, same metrics."""
     data = make_dataset("one-day", devices=1, hours=24)
     ds, bundle = Dataset(data), ModelBundle.load(trained_bundle)
-    dd = explore.predict_device_day(ds, bundle, "d-0000", "2026-01-05", max_fill_s=30)
+    dd = explore.predict_device_day(ds, bundle, "d-0000", "2026-01-05")
     assert len(dd.frame) == 17280 and dd.frame.index[0] == START
     assert sorted(dd.appliances) == APPS  # the model's appliances in the device's inventory
     readings = ds.readings(["d-0000"])
@@ -106,7 +106,7 @@ def test_the_device_day_is_what_airwatt_evaluate_sees(
         dd.frame["kettle_truth_w"].to_numpy(), square_wave_device("d-0000")[1]["kettle"]
     )
     assert dd.frame["kettle_truth_on"].sum() == 180 / 5
-    report = evaluate_bundle(bundle, data, max_fill_s=30)
+    report = evaluate_bundle(bundle, data)
     for app in APPS:
         expected = report["devices"]["d-0000"][app]
         for key, value in expected.items():
@@ -122,9 +122,7 @@ def test_the_figure_menu_shows_one_appliance_at_a_time(
     make_dataset: Callable[..., Path], trained_bundle: Path
 ) -> None:
     ds = Dataset(make_dataset("one-day", devices=1, hours=24))
-    dd = explore.predict_device_day(
-        ds, ModelBundle.load(trained_bundle), "d-0000", "2026-01-05", max_fill_s=30
-    )
+    dd = explore.predict_device_day(ds, ModelBundle.load(trained_bundle), "d-0000", "2026-01-05")
     fig = explore.disaggregation_figure(dd)
     names = [t.name for t in fig.data]
     assert names[0] == "aggregate" and len(names) == 1 + explore.PER_APPLIANCE * len(APPS)

@@ -13,7 +13,9 @@ from airwatt.appliances import APPLIANCES
 from airwatt.errors import ConfigError
 from airwatt.models import (
     MODEL_NAMES,
+    GapPolicy,
     ModelBundle,
+    ModelLoadError,
     ModelSpec,
     NormStats,
     OnOffSpec,
@@ -25,6 +27,7 @@ from airwatt.models import (
     target_index,
 )
 from airwatt.models.causal import CausalNet
+from airwatt.models.decision import decision_spec
 
 APPS4 = ["fridge", "kettle", "microwave", "dishwasher"]
 W = 64  # small windows keep the contract tests fast; seq2point's published window is tested separately
@@ -45,7 +48,14 @@ def make_spec(arch: str, appliances: list[str], window_length: int = W, **arch_k
             power_std_w={a: 80.0 for a in appliances},
         ),
         on_off={a: OnOffSpec.of(APPLIANCES[a]) for a in appliances},
+        gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
+        decision=(
+            decision_spec(60, {a: DECISION for a in appliances}) if default_target(arch) == "last" else None
+        ),
     )
+
+
+DECISION = {"on_prob": 0.6, "off_prob": 0.3, "confirm_on_s": 10, "confirm_off_s": 20}
 
 
 def inputs(batch: int = 8, length: int = W, seed: int = 0) -> torch.Tensor:
@@ -79,7 +89,7 @@ def test_every_model_survives_a_bundle_round_trip(name: str, tmp_path: Path):
     bundle = ModelBundle(spec, build_model(spec))
     bundle.save(tmp_path / "bundle")
     loaded = ModelBundle.load(tmp_path / "bundle")
-    assert loaded.spec == spec
+    assert loaded.spec == spec  # the gap policy and a real-time model's decision rule included
     x = inputs(seed=2)
     assert all(
         torch.equal(a, b) for a, b in zip(bundle.predict_windows(x), loaded.predict_windows(x), strict=True)
@@ -258,3 +268,25 @@ def test_multitask_model_learns_a_square_wave_appliance(one_thread: None):
     baseline_mae_w = ((0 - power_test).abs().mean() * 50).item()  # the mean model
     assert f1 > 0.95, f1
     assert mae_w < baseline_mae_w / 4, (mae_w, baseline_mae_w)
+
+
+def test_a_schema_1_bundle_still_loads_with_its_gap_policy_and_the_plain_rule(tmp_path: Path) -> None:
+    """Bundles written before the gap policy and decision rule were typed fields of the spec."""
+    import json
+
+    spec = make_spec("causal", APPS4)
+    path = ModelBundle(spec, build_model(spec)).save(tmp_path / "old")
+    raw = json.loads((path / "model.json").read_text())
+    for key in ("gap", "decision"):
+        del raw[key]
+    raw.update(schema_version="1", provenance={"max_fill_s": 20.0})
+    (path / "model.json").write_text(json.dumps(raw))
+    loaded = ModelBundle.load(path)
+    assert loaded.spec.gap == GapPolicy(max_fill_s=20.0, max_invalid_fraction=0.1)
+    assert loaded.spec.decision is None
+    rule = loaded.decision_rule  # prob_on >= 0.5 per reading, one reading of memory
+    assert (rule.on_prob == 0.5).all() and (rule.n_on == 1).all() and rule.memory == 1
+    raw["schema_version"] = "0"
+    (path / "model.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelLoadError, match="schema_version '0' is not one of 1, 2"):
+        ModelBundle.load(path)

@@ -15,6 +15,7 @@ from airwatt.appliances import APPLIANCES
 from airwatt.config import load_params
 from airwatt.errors import ConfigError, DataError
 from airwatt.models import (
+    GapPolicy,
     ModelBundle,
     ModelLoadError,
     ModelOutput,
@@ -31,6 +32,7 @@ from airwatt.prepare import load_array, prepare
 
 REPO = Path(__file__).resolve().parents[1]
 FRIDGE = OnOffSpec.of(APPLIANCES["fridge"])  # on >= 50 W, min on 60 s, min off 12 s, max 300 W
+GAP = GapPolicy(max_fill_s=30, max_invalid_fraction=0.1)
 
 
 def fridge_spec(
@@ -51,6 +53,7 @@ def fridge_spec(
             power_std_w={"fridge": 100.0},
         ),
         on_off={"fridge": FRIDGE},
+        gap=GAP,
     )
 
 
@@ -99,9 +102,10 @@ def expected_on(n: int) -> np.ndarray:
 
 @pytest.mark.parametrize("target", ["midpoint", "last"])
 def test_on_off_model_gives_the_known_intervals_and_gated_watts(target: TargetPosition):
+    """The offline rule (midpoint models' own; real-time models' smoothed figures)."""
     agg = square_wave(SEGMENTS)
     bundle = ModelBundle(fridge_spec(9, target), ReadingModel(9, target, on_head=True))
-    pred = bundle.predict_series(agg)
+    pred = bundle.predict_series(agg, rule="offline")
     assert pred.predicted.all() and pred.appliances == ["fridge"]
     np.testing.assert_array_equal(pred.on[:, 0], expected_on(len(agg)))
     # Gated power: watts where the reading's own state is on (the dropped 55 s run included), 0 W elsewhere
@@ -133,7 +137,7 @@ def test_power_only_model_thresholds_its_power_and_is_not_gated():
 def test_series_ends_are_padded_with_the_training_mean(target: TargetPosition, expected: dict[int, float]):
     agg = np.full(30, 100.0)
     bundle = ModelBundle(fridge_spec(10, target, agg_mean_w=20, power_mean_w=20), WindowMeanModel(10, target))
-    pred = bundle.predict_series(agg, batch_size=7)  # batches that do not divide the series
+    pred = bundle.predict_series(agg, batch_size=7, rule="offline")  # batches that do not divide the series
     assert pred.predicted.all()
     for i, watts in expected.items():
         assert pred.power_w[i, 0] == pytest.approx(watts, abs=1e-3), i
@@ -185,6 +189,7 @@ def small_spec(arch: str, appliances: list[str], window_length: int, **arch_kwar
             power_std_w={a: 200.0 for a in appliances},
         ),
         on_off={a: OnOffSpec.of(APPLIANCES[a]) for a in appliances},
+        gap=GAP,
     )
 
 
@@ -211,8 +216,11 @@ def test_causal_series_prediction_ignores_later_readings(window_length: int):
     t = 250
     later[t + 1 :] = aggregate_series(400 - t - 1, seed=2) * 3
     a, b = bundle.predict_series(agg), bundle.predict_series(later)
+    assert a.rule == "served"
     np.testing.assert_allclose(a.power_w[: t + 1], b.power_w[: t + 1], rtol=0, atol=1e-4)
     np.testing.assert_allclose(a.prob_on[: t + 1], b.prob_on[: t + 1], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(a.on[: t + 1], b.on[: t + 1])
+    np.testing.assert_array_equal(a.predicted[: t + 1], b.predicted[: t + 1])
     assert not np.allclose(a.prob_on[t + 1 :], b.prob_on[t + 1 :])
 
 
@@ -238,7 +246,7 @@ def test_series_and_window_predictions_agree(arch: str, window_length: int):
         else random_bundle(arch, window_length)
     )
     agg = aggregate_series(300, seed=4)
-    pred = bundle.predict_series(agg)
+    pred = bundle.series_outputs(agg)
     offset = target_index(window_length, bundle.target)
     starts = np.arange(100, 200)
     windows = np.stack([bundle.normalise(agg[s : s + window_length]) for s in starts])
@@ -317,13 +325,20 @@ def test_spec_from_prepared_data_carries_its_statistics_and_predicts_its_devices
     prepare(data, load_params(REPO / "params.yaml"), prepared)
     stats = json.loads((prepared / "norm_stats.json").read_text())
     spec = spec_from_prepared(
-        prepared, "multitask", {"widths": [16, 32]}, 64, "midpoint", provenance={"run": "t"}
+        prepared,
+        "multitask",
+        {"widths": [16, 32]},
+        64,
+        "midpoint",
+        provenance={"run": "t"},
+        max_invalid_fraction=0.1,
     )
     assert spec.appliances == ["fridge", "kettle"] and spec.interval_s == 5
     assert spec.norm.aggregate_mean_w == stats["aggregate"]["mean_w"]
     assert spec.norm.power_std_w["fridge"] == stats["appliances"]["fridge"]["std_w"]
     assert spec.on_off["kettle"].on_threshold_w == APPLIANCES["kettle"].on_threshold_w
     assert spec.arch_kwargs == {"widths": [16, 32]} and spec.provenance == {"run": "t"}
+    assert spec.gap == GapPolicy(max_fill_s=30, max_invalid_fraction=0.1)  # prepare.max_fill_s
 
     bundle = ModelBundle(spec, build_model(spec))
     loaded = ModelBundle.load(bundle.save(tmp_path / "bundle"))
@@ -333,11 +348,15 @@ def test_spec_from_prepared_data_carries_its_statistics_and_predicts_its_devices
     assert pred.power_w.shape == (len(agg), 2)
     np.testing.assert_array_equal(pred.predicted, valid)
 
-    only = spec_from_prepared(prepared, "causal", {}, 64, "last", appliances=["kettle"])
+    only = spec_from_prepared(
+        prepared, "causal", {}, 64, "last", appliances=["kettle"], max_invalid_fraction=0.1
+    )
     assert only.appliances == ["kettle"] and list(only.on_off) == ["kettle"]
     with pytest.raises(DataError, match=r"norm_stats\.json.*\['microwave'\] are not in the prepared data"):
-        spec_from_prepared(prepared, "multitask", {}, 64, "midpoint", appliances=["microwave"])
+        spec_from_prepared(
+            prepared, "multitask", {}, 64, "midpoint", appliances=["microwave"], max_invalid_fraction=0.1
+        )
     with pytest.raises(ConfigError, match="unknown model"):
-        spec_from_prepared(prepared, "transformer", {}, 64, "midpoint")
+        spec_from_prepared(prepared, "transformer", {}, 64, "midpoint", max_invalid_fraction=0.1)
     with pytest.raises(DataError, match="run `airwatt data prepare` first"):
-        spec_from_prepared(tmp_path, "multitask", {}, 64, "midpoint")
+        spec_from_prepared(tmp_path, "multitask", {}, 64, "midpoint", max_invalid_fraction=0.1)

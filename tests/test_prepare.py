@@ -121,9 +121,12 @@ def test_norm_stats_are_fitted_on_train_devices_only(prepared: Path, tmp_path: P
     stats = json.loads((prepared / "norm_stats.json").read_text())
     data = Dataset(tmp_path / "data")
     train_power = data.readings(devices=split["train"])["power_w"].to_numpy(np.float64)
+    fridge_w = data.ground_truth(devices=split["train"])["fridge"].to_numpy(np.float64)
+    if "d2" in split["train"]:  # the first 30 s (6 slots) of its input gap hold the reading before it
+        before = data.readings(devices=["d2"], end=START + pd.Timedelta(minutes=120))["power_w"].iloc[-1]
+        train_power = np.concatenate([train_power, np.full(6, before)])
     assert stats["aggregate"]["mean_w"] == pytest.approx(train_power.mean(), rel=1e-6)
     assert stats["aggregate"]["std_w"] == pytest.approx(train_power.std(), rel=1e-5)
-    fridge_w = data.ground_truth(devices=split["train"])["fridge"].to_numpy(np.float64)
     assert stats["appliances"]["fridge"]["mean_w"] == pytest.approx(fridge_w.mean(), rel=1e-6)
     assert stats["appliances"]["fridge"]["max_w"] == 100.0
     assert stats["appliances"]["kettle"]["std_w"] == 1.0  # never on: std 0 is stored as 1
@@ -144,18 +147,21 @@ def test_norm_stats_are_fitted_on_train_devices_only(prepared: Path, tmp_path: P
 # ---------------------------------------------------------------------------------------------- grid
 def test_grid_fills_short_gaps_and_marks_long_ones_invalid() -> None:
     readings, gt = device_frames(0, hours=1)
-    drop = np.r_[10:13, 100:200]  # 3 slots (15 s <= 30 s: filled) and 100 slots (500 s: invalid)
+    drop = np.r_[10:13, 100:200]  # 3 slots (15 s <= 30 s: filled) and 100 slots (500 s)
     readings = readings.drop(readings.index[drop])
     readings.loc[readings.index[50], "timestamp"] += pd.Timedelta(seconds=2)  # jitter stays in its slot
     g = grid_device(readings, gt, None, APPS, interval_s=5, max_fill_s=30)
     assert len(g) == 720 and g.present == 720 - 103
     assert g.valid[10:13].all() and (g.aggregate_w[10:13] == g.aggregate_w[9]).all()
-    assert not g.valid[100:200].any() and np.isnan(g.aggregate_w[100:200]).all()
-    assert not g.power_valid[100:200].any()  # targets need the aggregate too
+    # The long gap: its first 30 s (6 slots) are filled, as a service filling reading by reading would
+    # (it cannot know yet that the gap will last); the rest is invalid.
+    assert g.valid[100:106].all() and (g.aggregate_w[100:106] == g.aggregate_w[99]).all()
+    assert not g.valid[106:200].any() and np.isnan(g.aggregate_w[106:200]).all()
+    assert not g.power_valid[106:200].any()  # targets need the aggregate too
     assert g.aggregate_w[53] == np.float32(readings["power_w"].iloc[50])  # row 50 is slot 53
     # fridge on/off derived from the ground truth (known in the aggregate's gap too): on the first 20 min
     assert g.status[:240, 0].all() and not g.status[240:, 0].any()
-    assert not g.status_valid[100:200, 0].any() and g.status_valid[200:, 0].all()
+    assert not g.status_valid[106:200, 0].any() and g.status_valid[200:, 0].all()
 
 
 def test_status_prefers_sub_meter_then_annotator_and_needs_no_ground_truth_for_labels() -> None:
@@ -206,11 +212,12 @@ def test_windows_never_cross_devices_and_skip_long_gaps(prepared: Path) -> None:
     valid = np.load(prepared / where / "valid.npy")
     invalid = np.array([(~valid[s : s + 120]).sum() for s in ds.starts])
     assert invalid.max() <= 12
-    # d2's gap (144 slots from 02:00) is longer than a window: no window starts inside it
+    # d2's gap (144 slots from 02:00; its first 6 filled, 138 invalid) is longer than a window: no window
+    # starts inside it
     d2 = next(d for d in devices if d["device_id"] == "d2")
-    gap = (d2["offset"] + 1440, d2["offset"] + 1440 + 144)
+    gap = (d2["offset"] + 1440 + 6, d2["offset"] + 1440 + 144)
     assert not ((ds.starts >= gap[0] - 120 + 13) & (ds.starts < gap[1] - 12)).any()
-    assert len(ds) == sum(d["length"] - 119 for d in devices) - (144 + 120 - 1 - 2 * 12)
+    assert len(ds) == sum(d["length"] - 119 for d in devices) - (138 + 120 - 1 - 2 * 12)
 
 
 def test_window_dataset_maps_arrays_lazily_and_holds_no_copies(prepared: Path) -> None:

@@ -30,7 +30,7 @@ from airwatt.config import (
     load_params,
 )
 from airwatt.errors import ConfigError, DataError
-from airwatt.models import ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model
+from airwatt.models import GapPolicy, ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model
 from airwatt.report import DeviceSeries, device_report, report_for_readings, report_for_series
 from airwatt.report.core import LocalTime, reconcile, slot_energy
 
@@ -244,12 +244,15 @@ def always_off_bundle(tmp_path: Path) -> ModelBundle:
         norm=NormStats(aggregate_mean_w=100.0, aggregate_std_w=50.0, power_mean_w=dict.fromkeys(APPS, 10.0),
                        power_std_w=dict.fromkeys(APPS, 100.0)),
         on_off={a: OnOffSpec.of(APPLIANCES[a]) for a in APPS},
+        gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
     )  # fmt: skip
     return ModelBundle.load(ModelBundle(spec, build_model(spec)).save(tmp_path / "bundle"))
 
 
 def test_readings_follow_the_prepare_fill_policy(tmp_path: Path) -> None:
-    """Through the service path: a 20 s hole is filled (max_fill_s 30), a 10 min hole is missing time."""
+    """Through the service path: a 20 s hole is filled (max_fill_s 30); of a 10 min hole the first 30 s are
+    filled (the gap policy is causal: the service cannot know yet that the gap lasts) and 9.5 min are
+    missing time."""
     ts = pd.date_range("2026-01-05", periods=2 * 17280, freq="5s", tz="UTC")
     readings = pd.DataFrame({"timestamp": ts, "power_w": np.full(len(ts), 120.0, np.float32)})
     drop = np.zeros(len(ts), bool)
@@ -259,14 +262,13 @@ def test_readings_follow_the_prepare_fill_policy(tmp_path: Path) -> None:
         always_off_bundle(tmp_path),
         readings[~drop],
         params=params(),
-        max_fill_s=30,
         timezone="UTC",
         device_id="d1",
     )
-    assert [d["missing_hours"] for d in out["days"]] == pytest.approx([0.0, 600 / 3600])
-    assert [g["duration_s"] for g in out["gaps"]] == [600.0]
+    assert [d["missing_hours"] for d in out["days"]] == pytest.approx([0.0, 570 / 3600])
+    assert [g["duration_s"] for g in out["gaps"]] == [570.0]
     assert out["days"][0]["measured_kwh"] == pytest.approx(0.12 * 24)
-    assert out["reconciliation"]["unexplained_kwh"] == pytest.approx(0.12 * (48 - 1 / 6))
+    assert out["reconciliation"]["unexplained_kwh"] == pytest.approx(0.12 * (48 - 570 / 3600))
 
 
 # ------------------------------------------------------------------------------------------ events

@@ -1,7 +1,8 @@
 """The serving API in-process (starlette TestClient on the BentoML ASGI app) and the engine behind it.
 
 Real HTTP against `bentoml serve` is in test_serving_http.py. The model is the session's ``trained_bundle``
-(a causal model trained for a few steps): answers are compared with ModelBundle, never hard-coded.
+(a causal model trained for a few steps, its decision rule tuned on its validation devices): answers are
+compared with ModelBundle's series path (what evaluation scores), never hard-coded.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib.util
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,10 @@ from starlette.testclient import TestClient
 
 from airwatt.config import load_params
 from airwatt.models import ModelBundle
-from airwatt.serving.engine import Engine, _run_start
-from airwatt.serving.inputs import RequestError
+from airwatt.models.decision import NEVER, decide_series
+from airwatt.prepare.grid import answerable, fill_short_gaps
+from airwatt.serving.engine import MAX_STEP_READINGS, Engine
+from airwatt.serving.inputs import RequestError, SessionConflict
 from airwatt.serving.loading import (
     MODEL_URI_ENV,
     STAGED_ENV,
@@ -36,17 +40,26 @@ from airwatt.serving.loading import (
 from airwatt.serving.schemas import DeviceReadings
 
 START = "2026-01-05T00:00:00Z"
+T0 = pd.Timestamp(START)
 
 
-def readings(n: int = 600, seed: int = 0) -> list[float]:
-    """A fridge-and-kettle household (the conftest square wave) with noise: non-trivial answers."""
+def readings(n: int = 700, seed: int = 0, offset: int = 0) -> list[float]:
+    """A fridge-and-kettle household (the conftest square wave) with noise: non-trivial answers. ``offset``
+    shifts the span (readings ``offset`` to ``offset + n`` of the same series)."""
     r, _ = square_wave_device("d", hours=24)
-    power = r["power_w"].to_numpy()[6 * 720 + 600 : 6 * 720 + 600 + n]  # around the 07:00 kettle
-    return (power + np.random.default_rng(seed).normal(0, 3, n)).round(2).tolist()
+    lo = 6 * 720 + offset
+    power = r["power_w"].to_numpy()[lo : lo + n]  # around the 07:00 kettle
+    return (power + np.random.default_rng(seed).normal(0, 3, len(power))).round(2).tolist()
 
 
-def body(power_w: list[Any], device_id: str = "d-1", **extra: Any) -> dict[str, Any]:
-    return {"device_id": device_id, "start": START, "interval_s": 5, "power_w": power_w, **extra}
+def body(
+    power_w: list[Any], device_id: str = "d-1", start: pd.Timestamp = T0, **extra: Any
+) -> dict[str, Any]:
+    return {"device_id": device_id, "start": start.isoformat(), "interval_s": 5, "power_w": power_w, **extra}
+
+
+def req(power_w: list[Any], device_id: str = "d-1", start: pd.Timestamp = T0, **extra: Any) -> DeviceReadings:
+    return DeviceReadings(**body(power_w, device_id, start, **extra))
 
 
 def load_service(model_uri: str) -> Any:
@@ -78,30 +91,77 @@ def bundle(trained_bundle: Path) -> ModelBundle:
     return ModelBundle.load(trained_bundle)
 
 
-@pytest.fixture(scope="module")
+def new_engine(trained_bundle: Path, **serve: Any) -> Engine:
+    cfg = load_params(REPO / "params.yaml").serve.model_copy(update=serve)
+    return Engine.load(resolve_model(str(trained_bundle), trained_bundle.parent), cfg)
+
+
+@pytest.fixture
 def engine(trained_bundle: Path) -> Engine:
-    return Engine.load(
-        resolve_model(str(trained_bundle), trained_bundle.parent), load_params(REPO / "params.yaml").serve
-    )
+    return new_engine(trained_bundle)
+
+
+def served(bundle: ModelBundle, power: list[Any]) -> dict[str, Any]:
+    """What the service must answer for these readings, by the evaluation code: ModelBundle's series
+    outputs, the gap policy and the decision rule over the whole series; the state at the newest reading."""
+    raw = np.array(power, dtype=np.float64)
+    filled, valid = fill_short_gaps(raw, int(bundle.gap.max_fill_s // bundle.interval_s))
+    pred = bundle.predict_series(filled, valid)
+    out = bundle.series_outputs(filled, valid)
+    known = answerable(valid, bundle.window_length, bundle.gap.max_invalid_fraction)
+    since = decide_series(bundle.decision_rule, out.prob_on, known).since[-1]
+    return {
+        "known": bool(pred.predicted[-1]),
+        "on": pred.on[-1].tolist(),
+        "prob_on": out.prob_on[-1].tolist(),
+        "power_w": pred.power_w[-1].tolist(),
+        "since": [None if s == NEVER else T0 + pd.Timedelta(seconds=5 * int(s)) for s in since],
+    }
+
+
+def assert_answer(got: Any, want: dict[str, Any], apps: list[str], where: object = "") -> None:
+    got = got if isinstance(got, dict) else got.model_dump()
+    assert (got["status"] == "ok") == want["known"], (where, got.get("reason"))
+    if not want["known"]:
+        return
+    for j, name in enumerate(apps):
+        state = got["appliances"][name]
+        assert state["on"] == want["on"][j], (where, name)
+        assert state["prob_on"] == pytest.approx(want["prob_on"][j], abs=1e-5), (where, name)
+        since = None if state["since"] is None else pd.Timestamp(state["since"])
+        assert since == want["since"][j], (where, name)
 
 
 # ---------------------------------------------------------------------------------------------- endpoints
-def test_detect_answers_every_appliance_at_the_newest_reading(
-    client: TestClient, bundle: ModelBundle
+def test_detect_answers_what_evaluation_scores(client: TestClient, bundle: ModelBundle) -> None:
+    """The served state at the newest reading is the series path's (the decision rule over the last
+    readings), for histories shorter and longer than the rule's full history."""
+    assert bundle.spec.decision is not None  # tuned on the validation devices
+    for n in (bundle.window_length, bundle.history_length, 900):
+        power = readings(n)
+        r = client.post("/detect", json=body(power, device_id=f"n-{n}"))
+        assert r.status_code == 200, r.text
+        out = r.json()
+        assert set(out["appliances"]) == set(bundle.appliances)
+        assert pd.Timestamp(out["at"]) == T0 + pd.Timedelta(seconds=5 * (n - 1))
+        assert_answer(out, served(bundle, power), bundle.appliances, n)
+
+
+def test_histories_between_the_window_and_the_full_history_answer_what_evaluation_scores(
+    engine: Engine, bundle: ModelBundle
 ) -> None:
-    power = readings()
-    r = client.post("/detect", json=body(power))
-    assert r.status_code == 200, r.text
-    out = r.json()
-    assert out["status"] == "ok"
-    assert set(out["appliances"]) == set(bundle.appliances)
-    assert pd.Timestamp(out["at"]) == pd.Timestamp(START) + pd.Timedelta(seconds=5 * (len(power) - 1))
-    x = bundle.normalise(np.array(power))[-bundle.window_length :]
-    _, prob = bundle.predict_windows(__import__("torch").from_numpy(x[None]))
-    for j, name in enumerate(bundle.appliances):
-        got = out["appliances"][name]
-        assert got["prob_on"] == pytest.approx(float(prob[0, j]), abs=1e-6)
-        assert got["on"] == (float(prob[0, j]) >= 0.5)
+    """Shorter than the rule's full history: the readings before those sent are not answered (as at the
+    start of a series in evaluation), and the rule works on what is left."""
+    series = readings(engine.history)
+    for n in range(bundle.window_length, engine.history + 1):
+        got = engine.detect(
+            [req(series[-n:], device_id=f"s-{n}", start=T0 + pd.Timedelta(seconds=5 * (len(series) - n)))]
+        )
+        want = served(bundle, series[-n:])
+        want["since"] = [
+            None if s is None else s + pd.Timedelta(seconds=5 * (len(series) - n)) for s in want["since"]
+        ]
+        assert_answer(got[0], want, bundle.appliances, n)
 
 
 def test_predict_every_reading_matches_the_evaluation_code(client: TestClient, bundle: ModelBundle) -> None:
@@ -111,33 +171,35 @@ def test_predict_every_reading_matches_the_evaluation_code(client: TestClient, b
     assert r.status_code == 200, r.text
     out = r.json()
     expected = bundle.predict_series(np.array(power))
-    got = np.array([out["power_w"][a] for a in bundle.appliances]).T  # (T, A)
-    assert got.shape == expected.power_w.shape
-    # 1e-5 relative: the same float32 code, but torch may split a reduction over another number of threads
-    # in the server's worker thread (one ulp, ~6e-5 W at 500 W).
-    np.testing.assert_allclose(got, expected.power_w, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["remainder_w"], np.array(power) - got.sum(axis=1), rtol=1e-5, atol=1e-5)
-    assert all(out["predicted"])
+    ok = expected.predicted
+    got = np.array([[np.nan if v is None else v for v in out["power_w"][a]] for a in bundle.appliances]).T
+    assert out["predicted"] == ok.tolist() and not ok[: bundle.window_length // 2].any() and ok[-100:].all()
+    np.testing.assert_allclose(got[ok], expected.power_w[ok], rtol=1e-5, atol=1e-5)
+    remainder = np.array([np.nan if v is None else v for v in out["remainder_w"]])
+    np.testing.assert_allclose(remainder[ok], np.array(power)[ok] - got[ok].sum(axis=1), rtol=1e-5, atol=1e-5)
 
 
-def test_predict_newest_only_matches_the_series_at_the_newest_reading(
-    client: TestClient, bundle: ModelBundle
-) -> None:
+def test_predict_newest_only_is_the_served_states_watts(client: TestClient, bundle: ModelBundle) -> None:
     power = readings()
-    out = client.post("/predict", json=body(power, newest_only=True)).json()
-    expected = bundle.predict_series(np.array(power)).power_w[-1]
+    out = client.post("/predict", json=body(power, device_id="newest", newest_only=True)).json()
+    want = served(bundle, power)
     got = np.array([out["power_w"][a][0] for a in bundle.appliances])
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)  # window path vs the sequence path
+    np.testing.assert_allclose(got, want["power_w"], rtol=1e-5, atol=1e-4)  # 0 W where the state is off
+    assert (got[~np.array(want["on"])] == 0).all()
     assert out["remainder_w"][0] == pytest.approx(power[-1] - got.sum(), abs=1e-4)
 
 
 def test_batch_answers_equal_single_answers(client: TestClient) -> None:
-    devices = [body(readings(seed=i), device_id=f"d-{i}") for i in range(3)]
+    devices = [body(readings(seed=i), device_id=f"b-{i}") for i in range(3)]
     batch = client.post("/detect_batch", json={"devices": devices}).json()["results"]
-    singles = [client.post("/detect", json=d).json() for d in devices]
+    singles = [client.post("/detect", json={**d, "device_id": d["device_id"] + "s"}).json() for d in devices]
     for b, s in zip(batch, singles, strict=True):
+        assert b["appliances"].keys() == s["appliances"].keys()
         for name, state in b["appliances"].items():
-            assert state["on"] == s["appliances"][name]["on"]
+            assert (state["on"], state["since"]) == (
+                s["appliances"][name]["on"],
+                s["appliances"][name]["since"],
+            )
             assert state["prob_on"] == pytest.approx(s["appliances"][name]["prob_on"], abs=1e-6)
     pbatch = client.post("/predict_batch", json={"devices": devices, "newest_only": True}).json()["results"]
     psingle = [client.post("/predict", json={**d, "newest_only": True}).json() for d in devices]
@@ -146,16 +208,15 @@ def test_batch_answers_equal_single_answers(client: TestClient) -> None:
             assert b["power_w"][name][0] == pytest.approx(s["power_w"][name][0], abs=1e-4)
 
 
-def test_a_batch_answers_each_device_as_if_it_came_alone(engine: Engine) -> None:
+def test_a_batch_answers_each_device_as_if_it_came_alone(engine: Engine, bundle: ModelBundle) -> None:
     """The one-pass batch path (compact form, one length) and the device-by-device path give each device the
-    answer /detect gives it alone, whatever else is in the batch: gaps filled, unknowns, other forms."""
+    answer the evaluation code gives its readings, whatever else is in the batch: gaps, unknowns, forms."""
     power = readings(600)
     gappy = list(power)
     gappy[-5:-2] = [None] * 3  # filled
     long_gap = power[:-20] + [None] * 20  # the newest reading is missing: unknown
     holey = power[:60] + [None] * 56 + power[116:]  # too many missing in the earliest windows only
-    t0 = pd.Timestamp(START)
-    stamped = {"device_id": "ts", "timestamps": [(t0 + pd.Timedelta(seconds=5 * i)).isoformat() for i in
+    stamped = {"device_id": "ts", "timestamps": [(T0 + pd.Timedelta(seconds=5 * i)).isoformat() for i in
                range(600)], "power_w": readings(600, seed=9)}  # fmt: skip
     one_pass = [body(readings(600, seed=i), f"d-{i}") for i in range(4)]
     batches = {
@@ -165,31 +226,157 @@ def test_a_batch_answers_each_device_as_if_it_came_alone(engine: Engine) -> None
     }
     for name, devices in batches.items():
         reqs = [DeviceReadings(**d) for d in devices]
-        together = engine.detect(reqs)
-        for req, got in zip(reqs, together, strict=True):
-            prep = engine.prepare_detect(req)
-            alone = engine.answer_detect(prep, engine.infer(prep.windows)).model_dump()
-            got_d, where, keys = got.model_dump(), (name, req.device_id), ("status", "reason", "at")
-            assert [got_d[k] for k in keys] == [alone[k] for k in keys], where
-            for a, state in alone["appliances"].items():
-                assert got_d["appliances"][a]["on"] == state["on"], where
-                assert got_d["appliances"][a]["since"] == state["since"], where
-                assert got_d["appliances"][a]["prob_on"] == pytest.approx(state["prob_on"], abs=1e-6)
-    gaps = [DeviceReadings(**d) for d in batches["with gaps"]]
-    assert [r.status for r in engine.detect(gaps)] == ["ok", "ok", "ok", "unknown", "ok"]
-    holey_prep = engine.prepare_detect(gaps[-1])
-    assert holey_prep.problems[0] is not None and holey_prep.problems[-1] is None  # the case is exercised
-    implausible = [*one_pass[:2], body([*power[:-1], 2e6])]
+        for r, got in zip(reqs, engine.detect(reqs), strict=True):
+            assert_answer(got, served(bundle, list(r.power_w)), bundle.appliances, (name, r.device_id))
+    statuses = [r.status for r in engine.detect([DeviceReadings(**d) for d in batches["with gaps"]])]
+    assert statuses == ["ok", "ok", "ok", "unknown", "ok"]
+    implausible = [*one_pass[:2], body([*power[:-1], 2e6], "absurd")]
     with pytest.raises(RequestError) as e:
         engine.detect([DeviceReadings(**d) for d in implausible])
     assert e.value.field == "devices[2].power_w[599]"
+    with pytest.raises(RequestError, match="also at devices"):
+        engine.detect([DeviceReadings(**one_pass[0]), DeviceReadings(**one_pass[0])])
 
 
-def test_small_batches_run_in_the_event_loop_and_large_ones_in_a_thread(
+# -------------------------------------------------------------------------------- the device-state cache
+def test_a_call_continuing_the_cached_state_computes_only_its_new_readings(
+    engine: Engine, bundle: ModelBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A platform-style stream (each call the last history readings, 5 s later): the first call runs the
+    history, every later one steps one reading; each answer is the evaluation code's."""
+    h = engine.history
+    series = readings(h + 60)
+    seeded: list[int] = []
+    seed = engine.cache.streams.seed
+    monkeypatch.setattr(engine.cache.streams, "seed", lambda x, keep: seeded.append(len(x)) or seed(x, keep))
+    for k in range(60):
+        power = series[k : k + h]
+        got = engine.detect([req(power, start=T0 + pd.Timedelta(seconds=5 * k))])[0]
+        assert_answer(got, served(bundle, series[: k + h]), bundle.appliances, k)
+    assert seeded == [1]  # one history pass, for the first call
+    assert engine.cache.stats.outcomes["miss_absent"] == 1 and engine.cache.stats.outcomes["hit"] == 59
+    again = engine.detect([req(series[59 : 59 + h], start=T0 + pd.Timedelta(seconds=5 * 59))])[0]
+    assert engine.cache.stats.outcomes["duplicate"] == 1
+    assert_answer(again, served(bundle, series[: 59 + h]), bundle.appliances)
+
+
+def test_a_call_that_does_not_continue_the_cache_is_recomputed_from_its_own_history(
+    engine: Engine, bundle: ModelBundle
+) -> None:
+    """Other history, out of order, too far ahead, too short: a miss, and the answer from the readings sent;
+    an older call does not replace the newer cached state."""
+    h = engine.history
+    series = readings(h + 40)
+
+    def call(lo: int, hi: int, power: list[Any] | None = None) -> Any:
+        got = engine.detect([req(power or series[lo:hi], start=T0 + pd.Timedelta(seconds=5 * lo))])[0]
+        assert_answer(got, served(bundle, power or series[lo:hi]), bundle.appliances, (lo, hi))
+        return got
+
+    stats = engine.cache.stats.outcomes
+    call(10, 10 + h)
+    other = list(series[11 : 11 + h])
+    other[100] += 500.0  # another history for a reading the cache holds
+    call(11, 11 + h, other)
+    assert stats["miss_history"] == 1
+    call(5, 5 + h)  # older than the cached state: answered, not cached
+    assert stats["miss_behind"] == 1
+    call(12, 12 + h)  # the cache still holds the newer (other) history: 12.. agrees with it except 100
+    assert stats["miss_history"] == 2
+    call(13 + MAX_STEP_READINGS, 13 + MAX_STEP_READINGS + h)
+    assert stats["miss_ahead"] == 1
+    call(h + 40 - bundle.window_length, h + 40)  # fewer readings than the full history: recomputed
+    assert stats["miss_short"] == 1
+
+
+def test_the_session_form_continues_the_state_and_answers_409_without_it(
+    engine: Engine, bundle: ModelBundle
+) -> None:
+    h = engine.history
+    series = readings(h + 60)
+    series[h + 5 : h + 8] = [None] * 3  # a short gap inside the session: filled from the cached readings
+    series[h + 20 : h + 35] = [None] * 15  # a long one: its first 30 s filled, then unknown answers
+    engine.detect([req(series[:h])])
+    for k in range(h, h + 60, 3):  # three new readings per call
+        cont = T0 + pd.Timedelta(seconds=5 * (k - 1))
+        got = engine.detect([DeviceReadings(device_id="d-1", continues=cont, power_w=series[k : k + 3])])[0]
+        assert got.at == T0 + pd.Timedelta(seconds=5 * (k + 2))
+        assert_answer(got, served(bundle, series[: k + 3]), bundle.appliances, k)
+    assert engine.cache.stats.outcomes["session"] == 20
+    before = dict(engine.cache.stats.outcomes)
+    stale = DeviceReadings(device_id="d-1", continues=T0, power_w=[100.0])
+    unknown = DeviceReadings(device_id="nobody", continues=T0, power_w=[100.0])
+    fresh = req(series[:h], device_id="other")
+    with pytest.raises(SessionConflict) as e:
+        engine.detect([fresh, stale, unknown])
+    assert e.value.devices == ["d-1", "nobody"] and e.value.fields == [
+        "devices[1].continues",
+        "devices[2].continues",
+    ]
+    assert f"at least {h} readings" in str(e.value)
+    assert "other" not in engine.cache.entries  # a call answered 409 changes nothing
+    assert engine.cache.stats.outcomes == before | {"conflict": before["conflict"] + 1}
+
+
+def test_the_cache_holds_at_most_its_capacity_and_evicts_the_least_recently_used(
+    trained_bundle: Path, bundle: ModelBundle
+) -> None:
+    small = new_engine(trained_bundle, state_cache_devices=3, max_devices=3)
+    assert small.cache.bytes_per_device > 127 * 1024  # the layer queues, and the readings and rule state
+    h = small.history
+    for i in range(5):
+        small.detect([req(readings(h, seed=i), device_id=f"e-{i}")])
+    assert list(small.cache.entries) == ["e-2", "e-3", "e-4"] and small.cache.stats.evictions == 2
+    cont = T0 + pd.Timedelta(seconds=5 * (h - 1))
+    with pytest.raises(SessionConflict):  # evicted: the client must resend the history
+        small.detect([DeviceReadings(device_id="e-0", continues=cont, power_w=[120.0])])
+    got = small.detect([DeviceReadings(device_id="e-4", continues=cont, power_w=[120.0])])[0]
+    assert_answer(got, served(bundle, [*readings(h, seed=4), 120.0]), bundle.appliances)
+    with pytest.raises(Exception, match="must hold a whole batch"):
+        new_engine(trained_bundle, state_cache_devices=2, max_devices=3)
+
+
+def test_concurrent_calls_for_one_device_each_get_their_own_answer(
+    engine: Engine, bundle: ModelBundle
+) -> None:
+    """Threads sending one device's stream out of order, some with another history: every answer is the
+    evaluation code's for its own readings, and the cache ends on a consistent state."""
+    h = engine.history
+    series = readings(h + 40)
+    other = [v + 300.0 for v in series]
+    calls = [(k, series if k % 3 else other) for k in range(40)]
+    results: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    def run(chunk: list[tuple[int, list[float]]]) -> None:
+        try:
+            for k, src in chunk:
+                results[k] = engine.detect([req(src[k : k + h], start=T0 + pd.Timedelta(seconds=5 * k))])[0]
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(calls[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for k, src in calls:
+        assert_answer(results[k], served(bundle, src[: k + h]), bundle.appliances, k)
+    k = max(e.last_ms for e in engine.cache.entries.values())  # whatever came last: continuing it is exact
+    nxt = int((pd.Timestamp(k, unit="ms", tz="UTC") - T0).total_seconds() // 5) + 1
+    for src in (series, other):
+        got = engine.detect(
+            [req(src[nxt - h + 1 : nxt + 1], start=T0 + pd.Timedelta(seconds=5 * (nxt - h + 1)))]
+        )
+        assert_answer(got[0], served(bundle, src[: nxt + 1]), bundle.appliances)
+
+
+def test_small_calls_run_in_the_event_loop_and_history_passes_in_a_thread(
     client: TestClient, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """serve.inline_max_windows: a batch within it is answered without a thread hop, a larger one in a thread
-    (so it does not hold up /healthz); the answers are the same either way."""
+    """serve.inline_max_misses: a call expected to step cached states is answered without a thread hop, one
+    needing more history passes in a thread (so it does not hold up /healthz); the same answers either way."""
     threaded: list[str] = []
     to_thread = asyncio.to_thread
 
@@ -198,29 +385,31 @@ def test_small_batches_run_in_the_event_loop_and_large_ones_in_a_thread(
         return await to_thread(fn, *args, **kwargs)
 
     monkeypatch.setattr(asyncio, "to_thread", spy)
-    per_device = engine.since_readings + 1  # windows of a device sending 512 + since readings
-    many = engine.cfg.inline_max_windows // per_device + 1
-    devices = [body(readings(512 + engine.since_readings, seed=i), f"d-{i}") for i in range(many)]
-    assert (
-        engine.windows_needed([DeviceReadings(**d) for d in devices], engine.since_readings)
-        == many * per_device
-    )
-    small = client.post("/detect_batch", json={"devices": devices[:2]})
-    assert small.status_code == 200 and threaded == []
-    large = client.post("/detect_batch", json={"devices": devices})
-    assert large.status_code == 200 and threaded == ["detect"]
-    for a, b in zip(small.json()["results"], large.json()["results"][:2], strict=True):
-        assert a["appliances"].keys() == b["appliances"].keys()
-        for name, state in a["appliances"].items():
-            assert (state["on"], state["since"]) == (
-                b["appliances"][name]["on"],
-                b["appliances"][name]["since"],
-            )
-            assert state["prob_on"] == pytest.approx(b["appliances"][name]["prob_on"], abs=1e-6)
+    h = engine.history
+    many = engine.cfg.inline_max_misses + 1
+    devices = [body(readings(h, seed=i), f"t-{i}") for i in range(many)]
+    first = client.post("/detect_batch", json={"devices": devices})  # all new: history passes
+    assert first.status_code == 200 and threaded == ["detect"]
+    later = [
+        body(readings(h, seed=i, offset=1), f"t-{i}", start=T0 + pd.Timedelta(seconds=5)) for i in range(many)
+    ]
+    second = client.post("/detect_batch", json={"devices": later})  # all continue the cache: one step
+    assert second.status_code == 200 and threaded == ["detect"]
     series = client.post("/predict_batch", json={"devices": devices[:1]})  # whole series: in a thread
     assert series.status_code == 200 and threaded == ["detect", "predict"]
 
 
+def test_a_session_call_without_state_is_a_409_naming_the_device(client: TestClient) -> None:
+    r = client.post("/detect", json={"device_id": "ghost", "continues": START, "power_w": [120.0]})
+    assert r.status_code == 409 and r.json()["devices"] == ["ghost"] and r.json()["field"] == "continues"
+    assert "resend" in r.json()["error"]
+    r = client.post(
+        "/detect", json={"device_id": "g", "continues": START, "timestamps": [START], "power_w": [1]}
+    )
+    assert r.status_code == 400  # the session form takes readings at the model's cadence
+
+
+# ------------------------------------------------------------------------------------------- the service
 def test_tracing_off_takes_every_route_past_the_tracing_middleware(client: TestClient) -> None:
     """serve.tracing false (default): no route pays for OpenTelemetry spans that record nothing; true:
     BentoML's own tracing settings (BENTOML_CONFIG: exporter, sample rate) apply to every route."""
@@ -238,21 +427,24 @@ def test_tracing_off_takes_every_route_past_the_tracing_middleware(client: TestC
 
 def test_every_response_names_the_model_version(client: TestClient, trained_bundle: Path) -> None:
     version = bundle_hash(trained_bundle)
-    d = body(readings())
+    d = body(readings(), device_id="v")
     assert client.post("/detect", json=d).json()["model_version"] == version
     assert client.post("/predict", json=d).json()["model_version"] == version
     batch = client.post("/detect_batch", json={"devices": [d]}).json()
     assert batch["model_version"] == version and batch["results"][0]["model_version"] == version
     info = client.post("/model", json={}).json()
     assert info["model_version"] == version
-    assert info["window_length"] == 512 and info["interval_s"] == 5
+    assert info["window_length"] == 512 and info["interval_s"] == 5 and info["min_history_s"] == 512 * 5
     assert set(info["thresholds"]) == set(info["appliances"])
-    assert info["min_history_s"] == 512 * 5
+    memory = load_params(REPO / "params.yaml").train.decision.memory_s
+    assert info["decision_memory_s"] == memory and info["history_readings"] == 512 + memory // 5 - 1
+    assert {"on_prob", "off_prob", "confirm_on_s", "confirm_off_s"} <= set(info["thresholds"]["fridge"])
 
 
 def test_openapi_page_lists_the_endpoints(client: TestClient) -> None:
     paths = client.get("/docs.json").json()["paths"]
-    assert {"/detect", "/predict", "/detect_batch", "/predict_batch", "/model"} <= set(paths)
+    assert {"/detect", "/predict", "/detect_batch", "/predict_batch", "/model", "/report"} <= set(paths)
+    assert "/infer_windows" not in paths  # no internal endpoint on the public API
 
 
 # -------------------------------------------------------------------------------------- gaps and cadence
@@ -263,20 +455,21 @@ def test_short_gaps_are_forward_filled(client: TestClient, engine: Engine) -> No
     gappy[-5:-2] = [None, None, None]  # 15 s missing: within the tolerance
     filled = list(power)
     filled[-5:-2] = [power[-6]] * 3
-    a = client.post("/detect", json=body(gappy)).json()
-    b = client.post("/detect", json=body(filled)).json()
+    a = client.post("/detect", json=body(gappy, device_id="g1")).json()
+    b = client.post("/detect", json=body(filled, device_id="g2")).json()
     assert a["status"] == "ok"
     assert a["appliances"] == b["appliances"]
 
 
 def test_a_long_gap_at_the_newest_reading_answers_unknown(client: TestClient, engine: Engine) -> None:
     power = readings()
-    n_missing = int(engine.limits.max_fill_s // 5) + 2
-    r = client.post("/detect", json=body(power[:-n_missing] + [None] * n_missing))
+    n_missing = engine.limits.fill_slots + 2
+    r = client.post("/detect", json=body(power[:-n_missing] + [None] * n_missing, device_id="lg"))
     assert r.status_code == 200
     assert r.json()["status"] == "unknown" and "missing" in r.json()["reason"]
     assert r.json()["appliances"] == {}
-    p = client.post("/predict", json=body(power[:-n_missing] + [None] * n_missing, newest_only=True)).json()
+    p = client.post("/predict", json=body(power[:-n_missing] + [None] * n_missing, device_id="lg2",
+                                          newest_only=True)).json()  # fmt: skip
     assert p["predicted"] == [False] and p["remainder_w"] == [None]
 
 
@@ -284,19 +477,18 @@ def test_a_window_with_too_many_missing_readings_answers_unknown(client: TestCli
     power = readings()
     holey = [None if i % 5 == 0 and i > 60 else v for i, v in enumerate(power)]  # 20 %, single slots
     holey[-1] = power[-1]
-    out = client.post("/detect", json=body(holey)).json()
+    out = client.post("/detect", json=body(holey, device_id="h1")).json()
     assert out["status"] == "ok"  # single missing slots are filled (5 s <= max_fill_s)
-    power[-400:-300] = [None] * 100  # 500 s: longer than the tolerance, 20 % of the window
-    out = client.post("/detect", json=body(power)).json()
+    power[-400:-300] = [None] * 100  # 500 s: longer than the tolerance, 94 readings missing
+    out = client.post("/detect", json=body(power, device_id="h2")).json()
     assert out["status"] == "unknown" and "of the 512 readings" in out["reason"]
 
 
 def test_timestamps_form_is_placed_on_the_grid(client: TestClient) -> None:
     power = readings()
-    t0 = pd.Timestamp(START)
-    stamps = [(t0 + pd.Timedelta(seconds=5 * i + 1.5)).isoformat() for i in range(len(power))]  # jittered
-    a = client.post("/detect", json={"device_id": "d", "timestamps": stamps, "power_w": power}).json()
-    b = client.post("/detect", json=body(power)).json()
+    stamps = [(T0 + pd.Timedelta(seconds=5 * i + 1.5)).isoformat() for i in range(len(power))]  # jittered
+    a = client.post("/detect", json={"device_id": "ts1", "timestamps": stamps, "power_w": power}).json()
+    b = client.post("/detect", json=body(power, device_id="ts2")).json()
     assert a["status"] == "ok" and a["at"] == b["at"]
     for name, state in a["appliances"].items():  # the grid holds float32 watts, as prepared training data
         assert state["prob_on"] == pytest.approx(b["appliances"][name]["prob_on"], abs=1e-5)
@@ -324,9 +516,11 @@ def post_raw(client: TestClient, path: str, text: str) -> Any:
         (lambda b: b.pop("start"), 400, "", "missing start"),
         (lambda b: b.__setitem__("colour", "red"), 400, "colour", "Extra inputs"),
         (lambda b: b.__setitem__("power_w", [None] * 17281), 422, "power_w", "at most 17280"),
+        (lambda b: b.__setitem__("continues", "2026-01-05T00:00:00Z"), 422, "start", "after 'continues'"),
     ],
     ids=["nan", "inf", "negative", "absurd", "too-short", "cadence", "string-number", "wrong-type",
-         "bad-date", "naive-date", "missing-field", "missing-time", "unknown-field", "oversized"],
+         "bad-date", "naive-date", "missing-field", "missing-time", "unknown-field", "oversized",
+         "session-start"],
 )  # fmt: skip
 def test_bad_input_is_a_4xx_naming_the_field(
     client: TestClient, mutate: Any, status: int, field: str, words: str
@@ -335,6 +529,8 @@ def test_bad_input_is_a_4xx_naming_the_field(
     mutate(b)
     text = json.dumps(b).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
     for path in ("/detect", "/predict"):
+        if path == "/predict" and "continues" in b:
+            continue  # /predict of every reading refuses the session form (below)
         r = post_raw(client, path, text)
         assert r.status_code == status, r.text
         out = r.json()
@@ -343,6 +539,8 @@ def test_bad_input_is_a_4xx_naming_the_field(
         else:
             detail = out["detail"]
             assert any(field in ".".join(map(str, d["loc"])) and words in d["msg"] for d in detail), detail
+    r = client.post("/predict", json={"device_id": "s", "continues": START, "power_w": [1.0]})
+    assert r.status_code == 422 and r.json()["field"] == "continues"
 
 
 @pytest.mark.parametrize(
@@ -360,8 +558,8 @@ def test_unsorted_or_duplicate_timestamps_are_rejected(
 
 
 def test_batch_errors_name_the_device(client: TestClient) -> None:
-    good = body(readings())
-    r = client.post("/detect_batch", json={"devices": [good, body(readings()[:10])]})
+    good = body(readings(), device_id="be")
+    r = client.post("/detect_batch", json={"devices": [good, body(readings()[:10], device_id="be2")]})
     assert r.status_code == 422 and r.json()["field"] == "devices[1].power_w"
     r = client.post("/detect_batch", json={"devices": []})
     assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["devices"]
@@ -369,30 +567,14 @@ def test_batch_errors_name_the_device(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["detail"][0]["loc"][:2] == ["devices", 1]
 
 
-def test_too_many_devices_is_a_422(engine: Engine) -> None:
-    small = Engine(engine.bundle, engine.staged, engine.cfg.model_copy(update={"max_devices": 2}))
-    reqs = [DeviceReadings(**body(readings())) for _ in range(3)]
+def test_too_many_devices_is_a_422(trained_bundle: Path) -> None:
+    small = new_engine(trained_bundle, max_devices=2)
+    reqs = [req(readings(), device_id=f"x-{i}") for i in range(3)]
     with pytest.raises(RequestError, match="3 devices; at most 2"):
         small.detect(reqs)
 
 
-# ----------------------------------------------------------------------------------- since, loading
-def test_since_is_the_start_of_the_newest_run_when_it_began_inside_the_span() -> None:
-    on, unknown = np.array([0, 0, 1, 1, 1], bool), np.zeros(5, bool)
-    assert _run_start(on, unknown) == 2
-    assert _run_start(np.ones(5, bool), unknown) is None  # the state held throughout: began earlier
-    assert _run_start(on, np.array([1, 0, 0, 0, 0], bool)) == 2
-    assert _run_start(on, np.array([0, 1, 0, 0, 0], bool)) is None  # no known reading before the run
-    assert _run_start(on, np.array([0, 0, 1, 0, 0], bool)) is None  # an unknown reading breaks the run
-
-
-def test_detect_since_spans_the_configured_readings(engine: Engine) -> None:
-    req = DeviceReadings(**body(readings(700)))
-    prep = engine.prepare_detect(req)
-    assert len(prep.ends) == engine.since_readings + 1 == 120 // 5 + 1
-    assert len(engine.prepare_newest(req).windows) == 1
-
-
+# ------------------------------------------------------------------------------------------- loading
 def test_a_missing_model_stops_start_up_naming_the_uri(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -402,6 +584,23 @@ def test_a_missing_model_stops_start_up_naming_the_uri(
         stage_model("models:/airwatt-disaggregator@champion")
     with pytest.raises(SystemExit, match=str(tmp_path / "nowhere")):
         stage_model(str(tmp_path / "nowhere"))
+
+
+def test_an_offline_model_is_refused_with_the_reason(tmp_path: Path) -> None:
+    from airwatt.errors import ConfigError
+    from airwatt.models import GapPolicy, ModelSpec, NormStats, OnOffSpec, build_model
+    from airwatt.serving.engine import streaming_net
+
+    spec = ModelSpec(
+        arch="multitask", arch_kwargs={"widths": [8, 8]}, appliances=["fridge"], window_length=64,
+        target="midpoint", interval_s=5,
+        norm=NormStats(aggregate_mean_w=0, aggregate_std_w=1, power_mean_w={"fridge": 0},
+                       power_std_w={"fridge": 1}),
+        on_off={"fridge": OnOffSpec(on_threshold_w=50, min_on_s=60, min_off_s=12, max_w=300)},
+        gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="offline model"):
+        streaming_net(ModelBundle(spec, build_model(spec)))
 
 
 @pytest.mark.slow
@@ -427,7 +626,7 @@ def test_a_registered_model_reports_its_registry_version(
     staged = stage_model(f"models:/{cfg.model_name}@champion")
     assert staged.version == f"{cfg.model_name}/{version}"
     eng = Engine.load(staged, load_params(REPO / "params.yaml").serve)
-    assert eng.detect([DeviceReadings(**body(readings()))])[0].model_version == staged.version
+    assert eng.detect([req(readings())])[0].model_version == staged.version
 
 
 # ------------------------------------------------------------------------------------------- POST /report
@@ -445,22 +644,21 @@ def test_report_endpoint_equals_the_batch_report_of_the_same_readings(
     values = [None if np.isnan(v) else float(v) for v in power]
     resp = client.post("/report", json=body(values, timezone="Europe/London"))
     assert resp.status_code == 200, resp.text
-    served = resp.json()
-    assert served["model_version"].startswith("sha256:")
+    served_report = resp.json()
+    assert served_report["model_version"].startswith("sha256:")
     params = load_params(REPO / "params.yaml")
     frame = pd.DataFrame({"timestamp": r["timestamp"], "power_w": power})
     expected = report_for_readings(
-        bundle, frame, params=params.report, max_fill_s=params.prepare.max_fill_s, timezone="Europe/London",
-        device_id="d-1",
-    )  # fmt: skip
-    assert [d["day"] for d in served["days"]] == [d["day"] for d in expected["days"]]
-    for got, want in zip(served["appliance_days"], expected["appliance_days"], strict=True):
+        bundle, frame, params=params.report, timezone="Europe/London", device_id="d-1"
+    )
+    assert [d["day"] for d in served_report["days"]] == [d["day"] for d in expected["days"]]
+    for got, want in zip(served_report["appliance_days"], expected["appliance_days"], strict=True):
         assert got["appliance"] == want["appliance"]
         assert got["energy_kwh"] == pytest.approx(want["energy_kwh"], rel=1e-4, abs=1e-6)
-    measured = sum(d["measured_kwh"] for d in served["days"])
-    explained = sum(a["energy_kwh"] for a in served["appliance_days"])
+    measured = sum(d["measured_kwh"] for d in served_report["days"])
+    explained = sum(a["energy_kwh"] for a in served_report["appliance_days"])
     assert explained == pytest.approx(measured, abs=1e-3)  # appliances + unexplained = measured
-    assert sum(g["duration_s"] for g in served["gaps"]) >= 200 * 5 - 30
+    assert sum(g["duration_s"] for g in served_report["gaps"]) >= 200 * 5 - 30
 
 
 def test_report_endpoint_rejects_a_bad_zone_and_too_many_readings(client: TestClient, engine: Engine) -> None:
@@ -469,8 +667,3 @@ def test_report_endpoint_rejects_a_bad_zone_and_too_many_readings(client: TestCl
     too_many = engine.cfg.max_report_readings + 1
     resp = client.post("/report", json=body([100.0] * too_many))
     assert resp.status_code == 422 and resp.json()["field"] == "power_w"
-
-
-def test_the_internal_batching_endpoint_refuses_a_wrong_shape_with_a_4xx(client: TestClient) -> None:
-    resp = client.post("/infer_windows", json={"windows": [[0.0, 1.0, 2.0]]})
-    assert resp.status_code == 400 and "(B, 512)" in resp.text

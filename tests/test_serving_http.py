@@ -16,10 +16,18 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 import yaml
-from conftest import REPO
+from conftest import REPO, square_wave_device
 
+from airwatt.appliances import APPLIANCES
+from airwatt.dataset import Dataset, DatasetWriter, DeviceInfo
+from airwatt.evaluate import evaluate_bundle, grid_for_model
+from airwatt.labels import derive_labels
+from airwatt.metrics import metrics_table, onoff_totals, power_totals
+from airwatt.models import ModelBundle
 from airwatt.procs import free_port, stop_process, wait_until_ok
 from airwatt.serving.loading import MODEL_URI_ENV, PARAMS_ENV, STAGED_ENV, bundle_hash
 
@@ -62,8 +70,8 @@ def served(tmp: Path, model_uri: str, **serve: object) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One server for the module, with adaptive batching on (off by default: docs/serving.md)."""
-    with served(tmp_path_factory.mktemp("serve"), str(trained_bundle), adaptive_batching=True) as url:
+    """One server for the module, with the default settings (two workers)."""
+    with served(tmp_path_factory.mktemp("serve"), str(trained_bundle)) as url:
         yield url
 
 
@@ -96,7 +104,12 @@ def test_endpoints_answer_over_http(server: str, trained_bundle: Path) -> None:
         assert report["timezone"] == "Europe/London" and report["days"][0]["measured_kwh"] > 0
         for out in (det, pred, batch, pbatch, report):
             assert out["model_version"] == version
-        assert "bentoml_service_request_total" in c.get("/metrics").text
+        metrics = c.get("/metrics").text
+        assert "bentoml_service_request_total" in metrics
+        assert re.search(r'airwatt_state_cache_lookups_total\{outcome="miss_absent"\} [1-9]', metrics), (
+            metrics
+        )
+        assert "airwatt_state_cache_devices" in metrics and "airwatt_state_cache_evictions_total" in metrics
 
 
 def test_bad_input_over_http_is_a_4xx_naming_the_field(server: str) -> None:
@@ -112,56 +125,95 @@ def test_bad_input_over_http_is_a_4xx_naming_the_field(server: str) -> None:
         assert 400 <= r.status_code < 500
         r = c.post("/detect_batch", json={"devices": []})
         assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["devices"]
+        r = c.post("/detect", json={"device_id": "ghost", "continues": d["start"], "power_w": [1.0]})
+        assert r.status_code == 409 and r.json()["devices"] == ["ghost"] and "resend" in r.json()["error"]
 
 
-def test_concurrent_single_calls_are_batched_and_agree_with_the_batch_endpoint(server: str) -> None:
-    devices = [device(seed=i, device_id=f"d-{i}") for i in range(32)]
+def test_concurrent_single_calls_agree_with_the_batch_endpoint(server: str) -> None:
+    """Concurrent calls over many connections (both workers, each with its own device states) give every
+    device the answer the batch endpoint gives it."""
+    devices = [device(seed=i, device_id=f"c-{i}") for i in range(32)]
     with httpx.Client(base_url=server, timeout=30) as c:
         batch = c.post("/detect_batch", json={"devices": devices}).json()["results"]
         with ThreadPoolExecutor(16) as pool:
             responses = list(pool.map(lambda d: c.post("/detect", json=d), devices * 3))
-        assert [r.status_code for r in responses] == [200] * len(responses), {r.text for r in responses}
-        singles = [r.json() for r in responses]
-        metrics = c.get("/metrics").text
-    for s, b in zip(singles, batch * 3, strict=True):
+    assert [r.status_code for r in responses] == [200] * len(responses), {r.text for r in responses}
+    for s, b in zip([r.json() for r in responses], batch * 3, strict=True):
         assert s["device_id"] == b["device_id"]
         for name, state in b["appliances"].items():
+            assert s["appliances"][name]["on"] == state["on"]
             assert s["appliances"][name]["prob_on"] == pytest.approx(state["prob_on"], abs=1e-5)
-    assert adaptive_batch_calls(metrics) > 0
-    sizes = {  # adaptive batch size histogram: calls to infer_windows per batch size bucket
-        float(m.group(1)): float(m.group(2))
-        for m in re.finditer(r'adaptive_batch_size_bucket\{[^}]*le="([0-9.]+)"[^}]*\} ([0-9.e+]+)', metrics)
-    }
-    assert sizes, "no adaptive batching metrics"
-    batched_calls, calls_of_one = max(sizes.values()), sizes.get(1.0, 0.0)
-    assert batched_calls > calls_of_one, f"no call was batched with another: {sizes}"
 
 
-def adaptive_batch_calls(metrics: str) -> float:
-    """How many model calls went through adaptive batching (the +Inf bucket of its size histogram)."""
-    counts = re.findall(r'adaptive_batch_size_bucket\{[^}]*le="\+Inf"[^}]*\} ([0-9.e+]+)', metrics)
-    return sum(float(c) for c in counts)
-
-
-def test_without_adaptive_batching_single_calls_are_answered_directly(
-    trained_bundle: Path, tmp_path: Path
+def test_served_metrics_equal_what_the_service_answers_reading_by_reading(
+    server: str, trained_bundle: Path, tmp_path: Path
 ) -> None:
-    """serve.adaptive_batching false (the default: faster on CPU, docs/serving.md): the same answers, and no
-    call goes through the batchable endpoint."""
-    devices = [device(seed=i, device_id=f"d-{i}") for i in range(8)]
-    with (
-        served(tmp_path, str(trained_bundle), adaptive_batching=False) as url,
-        httpx.Client(base_url=url, timeout=30) as c,
-    ):
-        batch = c.post("/detect_batch", json={"devices": devices}).json()["results"]
-        with ThreadPoolExecutor(8) as pool:
-            singles = [r.json() for r in pool.map(lambda d: c.post("/detect", json=d), devices)]
-        metrics = c.get("/metrics").text
-    for one, b in zip(singles, batch, strict=True):
-        assert one["device_id"] == b["device_id"]
-        for name, state in b["appliances"].items():
-            assert one["appliances"][name]["prob_on"] == pytest.approx(state["prob_on"], abs=1e-5)
-    assert adaptive_batch_calls(metrics) == 0
+    """Replay 8 hours of one device through the real service, one reading per call, as the platform
+    would (stateless calls while the history grows, then the session form on one connection, resending
+    the history on a 409): the F1 and MAE computed from the answers are what `airwatt evaluate` reports."""
+    bundle = ModelBundle.load(trained_bundle)
+    readings_df, gt = square_wave_device("r-1", hours=8)
+    noise = np.random.default_rng(5).normal(0, 3, len(readings_df))
+    readings_df["power_w"] = (readings_df["power_w"] + noise).round(2)
+    readings_df.loc[2000:2003, "power_w"] = np.nan  # a short gap, filled
+    readings_df = readings_df.drop(readings_df.index[3000:3090])  # 7.5 min offline: unknown answers
+    apps = ["fridge", "kettle"]
+    with DatasetWriter(tmp_path / "replay", name="replay", appliances=apps, interval_s=5) as w:
+        w.add_device(DeviceInfo(device_id="r-1", appliances=apps, rated_max_w=10000), readings_df,
+                     ground_truth=gt, labels=derive_labels(gt, apps, APPLIANCES, 5))  # fmt: skip
+    report = evaluate_bundle(bundle, tmp_path / "replay")
+    g, has_power = grid_for_model(
+        Dataset(tmp_path / "replay"),
+        "r-1", bundle.appliances, interval_s=5, max_fill_s=bundle.gap.max_fill_s,
+    )  # fmt: skip
+    t0 = pd.Timestamp(g.start_ms, unit="ms", tz="UTC")
+    values = [None if np.isnan(v) else float(v) for v in g.aggregate_w]  # the grid's slots, nulls for gaps
+    n, a = len(values), len(bundle.appliances)
+    on, power = np.zeros((n, a), bool), np.zeros((n, a))
+    resent = 0
+    h = bundle.history_length
+    with httpx.Client(base_url=server, timeout=30) as c:
+        for t in range(n):
+            lo = max(0, t + 1 - h)
+            stateless = {"device_id": "r-1", "start": (t0 + pd.Timedelta(seconds=5 * lo)).isoformat(),
+                         "interval_s": 5, "power_w": values[lo : t + 1]}  # fmt: skip
+            if t < h:
+                r = c.post("/detect", json=stateless)
+            else:  # the session form: the new reading only
+                cont = (t0 + pd.Timedelta(seconds=5 * (t - 1))).isoformat()
+                r = c.post("/detect", json={"device_id": "r-1", "continues": cont, "power_w": [values[t]]})
+                if r.status_code == 409:  # this worker lacks the state: resend the history
+                    resent += 1
+                    r = c.post("/detect", json=stateless)
+            if r.status_code == 422:  # shorter than the model's window: no answer (off, 0 W)
+                assert t < bundle.window_length - 1, r.text
+                continue
+            assert r.status_code == 200, r.text
+            det = r.json()
+            if det["status"] == "ok":
+                on[t] = [det["appliances"][name]["on"] for name in bundle.appliances]
+                # the watts of the same state: the same newest reading again (the cached answer)
+                pred = c.post("/predict", json={**stateless, "newest_only": True}).json()
+                assert pred["predicted"] == [True]
+                power[t] = [pred["power_w"][name][0] for name in bundle.appliances]
+    assert resent <= 1  # one connection stays on one worker
+    mask = g.status_valid & g.valid[:, None]
+    pm = g.power_valid & has_power[None, :]
+    totals_p = power_totals(
+        torch.from_numpy(power), torch.from_numpy(g.power_w.astype(np.float64)), torch.from_numpy(pm)
+    )
+    totals_o = onoff_totals(torch.from_numpy(on), torch.from_numpy(g.status), torch.from_numpy(mask))
+    present = [j for j, name in enumerate(bundle.appliances) if name in report["appliances"]]
+    names = [bundle.appliances[j] for j in present]
+    replayed = metrics_table(totals_p.numpy()[present], totals_o.numpy()[present], names,
+                             has_power=list(has_power[present]))  # fmt: skip
+    for name in names:
+        for key in ("f1", "precision", "recall", "mae_w"):
+            want, got = report["appliances"][name][key], replayed[name][key]
+            assert (want is None and got is None) or got == pytest.approx(want, rel=1e-6, abs=1e-6), (
+                name,
+                key,
+            )
 
 
 def test_a_model_that_cannot_load_stops_bentoml_serve(tmp_path: Path) -> None:

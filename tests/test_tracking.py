@@ -182,7 +182,7 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
 
     def real_evaluate(model: str | Path, out: Path, is_candidate: bool) -> dict:
         split_file = prepared / "split.json"
-        return evaluate(model, data, out, max_fill_s=30, split_file=split_file, split="test")
+        return evaluate(model, data, out, split_file=split_file, split="test")
 
     promo = tracking.promote(
         first.bundle_dir, real_evaluate, cfg, report_path=tmp_path / "eval.json", split_tag="test"
@@ -205,7 +205,6 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
         f"models:/{NAME}@champion",
         data,
         tmp_path / "champion.json",
-        max_fill_s=30,
         split_file=prepared / "split.json",
         split="test",
     )

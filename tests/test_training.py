@@ -71,6 +71,13 @@ def test_fast_dev_run_of_every_model_writes_a_bundle_that_predicts(
     bundle = ModelBundle.load(result.bundle_dir)
     assert bundle.spec.arch == name
     assert bundle.spec.provenance["data_version"].startswith("sha256:")
+    assert bundle.spec.gap.max_fill_s == 30  # the prepared data's gap policy travels with the model
+    if bundle.real_time:  # its causal decision rule, tuned on the validation devices
+        assert bundle.spec.decision is not None
+        assert set(bundle.spec.decision.appliances) == set(bundle.appliances)
+        assert set(bundle.spec.provenance["decision_val_f1"]) == set(bundle.appliances)
+    else:
+        assert bundle.spec.decision is None
     agg = np.load(prepared / "test" / "aggregate_w.npy")[:2000]
     pred = bundle.predict_series(agg)
     assert pred.power_w.shape == (2000, len(bundle.appliances))
@@ -108,7 +115,9 @@ def test_power_loss_skips_appliances_never_on_in_training(prepared: Path, tmp_pa
     from airwatt.training.module import DisaggregationModule
 
     cfg, kw = resolve(tiny_params(tmp_path).train, "mean")
-    spec = spec_from_prepared(prepared, "mean", kw, cfg.window_length, cfg.target)
+    spec = spec_from_prepared(
+        prepared, "mean", kw, cfg.window_length, cfg.target, max_invalid_fraction=cfg.max_invalid_fraction
+    )
     a = len(spec.appliances)
     mean_w = torch.tensor([spec.norm.power_mean_w[x] for x in spec.appliances])
     batch = WindowSample(torch.zeros(4, 1), mean_w.repeat(4, 1), torch.zeros(4, a), torch.ones(4, a),
@@ -214,7 +223,9 @@ def test_dvc_repro_trains_registers_and_promotes_then_exp_run_overrides_lr(pipel
     assert {"data/metrics/train.json", "data/metrics/evaluate_summary.json"} <= files
     summary = json.loads((repo / "data/metrics/evaluate_summary.json").read_text())
     report = json.loads((repo / "data/metrics/evaluate.json").read_text())
-    assert summary == {"mean": report["mean"], "appliances": report["appliances"]}
+    assert report["rule"] == "served"  # the causal model is scored on what the service answers
+    keys = ("mean", "appliances", "switches", "offline")
+    assert summary == {k: report[k] for k in keys}
     assert (repo / "data/metrics/train_epochs.csv").is_file() and any((repo / "data/metrics").glob("*/*.png"))
 
     _run(["git", "add", "-A"], repo)

@@ -222,17 +222,18 @@ def evaluate_cmd(
             help="Write <appliance>.png and .csv (DVC plots) of the most active day here (replaced)."
         ),
     ] = None,
-    params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Evaluate a model on a dataset: MAE, SAE, NDE, F1, precision, recall, EAC per appliance and device."""
-    from airwatt.config import load_params
+    """Evaluate a model on a dataset: MAE, SAE, NDE, F1, precision, recall, EAC per appliance and device.
+
+    A real-time model is scored on what the service answers at each reading (its causal decision rule and
+    gap policy; unanswered readings count as off), with detection delays and false switches; its offline
+    (smoothed) figures are in the report's "offline" block."""
     from airwatt.evaluate import evaluate
 
     report = evaluate(
         model,
         data,
         out,
-        max_fill_s=load_params(params).prepare.max_fill_s,
         devices=devices,
         split_file=split_file,
         split=split,
@@ -240,9 +241,10 @@ def evaluate_cmd(
     )
     mean = report["mean"]
     log.info(
-        "wrote %s: %d devices, mean MAE %s W, mean F1 %s",
+        "wrote %s: %d devices, %s: mean MAE %s W, mean F1 %s",
         out,
         len(report["data"]["devices"]),
+        report["rule"],
         "n/a" if mean["mae_w"] is None else f"{mean['mae_w']:.2f}",
         "n/a" if mean["f1"] is None else f"{mean['f1']:.3f}",
     )
@@ -335,7 +337,6 @@ def promote_cmd(
             model,
             data,
             report,
-            max_fill_s=p.prepare.max_fill_s,
             split_file=split_file,
             split=split,
             plots_dir=plots if is_candidate else None,
@@ -351,7 +352,8 @@ def promote_cmd(
     write_json_atomic(decision, result.as_json())
     if summary is not None:
         report = json.loads(out.read_text())
-        write_json_atomic(summary, {"mean": report["mean"], "appliances": report["appliances"]})
+        compact = {k: report[k] for k in ("mean", "appliances", "switches", "offline") if k in report}
+        write_json_atomic(summary, compact)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,23 @@ class PrepareParams(_Section):
 TargetPos = Literal["midpoint", "last"]
 
 
+class DecisionTuningParams(_Section):
+    """The real-time models' causal on/off rule, tuned per appliance on validation (airwatt.models.tuning)."""
+
+    memory_s: float = Field(gt=0, description="how far back the rule reads (/detect: window + this)")
+    on_prob: list[float] = Field(min_length=1, description="candidate on-probabilities")
+    band: list[float] = Field(min_length=1, description="candidate bands: off_prob = on_prob - band")
+    confirm_s: list[float] = Field(min_length=1, description="candidate on and off confirmation durations")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> DecisionTuningParams:
+        if not all(0 < p <= 1 for p in self.on_prob) or not all(0 <= b < 1 for b in self.band):
+            raise ValueError("on_prob values must lie in (0, 1] and band values in [0, 1)")
+        if any(c < 0 or c > self.memory_s for c in self.confirm_s):
+            raise ValueError(f"confirm_s values must lie in [0, memory_s = {self.memory_s:g}]")
+        return self
+
+
 class TrainParams(_Section):
     """Training (airwatt.training). Keys that only bound the run's length are not part of the resume hash."""
 
@@ -106,6 +123,7 @@ class TrainParams(_Section):
     precision: str | None = Field(description="Lightning precision; null: bf16-mixed on CUDA, 32-true on CPU")
     checkpoint_dir: str = Field(description="checkpoints go to <checkpoint_dir>/<model>-<config hash>/")
     arch: dict[str, dict[str, Any]] = Field(description="constructor arguments per architecture name")
+    decision: DecisionTuningParams
 
 
 class RegisterParams(_Section):
@@ -242,19 +260,12 @@ class ServeParams(_Section):
     port: int = Field(gt=0, lt=65536)
     workers: int = Field(gt=0, description="server processes, each holding the model")
     torch_threads: int = Field(gt=0, description="torch intra-op threads per worker")
-    adaptive_batching: bool = Field(
-        description="single-device calls share model calls through the batchable /infer_windows"
-    )
-    max_batch_size: int = Field(gt=1, description="adaptive batching: windows per model call")
-    max_latency_ms: int = Field(gt=0, description="adaptive batching: longer estimated waits are shed (503)")
     timeout_s: float = Field(gt=0, description="request timeout")
     tracing: bool = Field(description="OpenTelemetry spans per request (exporter: BENTOML_CONFIG)")
-    inline_max_windows: int = Field(
-        ge=0, description="batch calls of at most this many windows run in the event loop, larger in a thread"
+    inline_max_misses: int = Field(
+        ge=0, description="calls needing at most this many history passes run in the event loop"
     )
-    max_fill_s: float | None = Field(ge=0, description="gaps up to this are filled; null: the model's own")
-    max_invalid_fraction: float = Field(ge=0, le=1, description="more missing readings: window unknown")
-    detect_since_max_s: float = Field(ge=0, description="how far back /detect looks for a state change")
+    state_cache_devices: int = Field(gt=0, description="device states one worker keeps (LRU)")
     max_power_w: float = Field(gt=0, description="readings above are rejected as implausible")
     max_readings: int = Field(gt=0, description="readings per device per request")
     max_report_readings: int = Field(gt=0, description="readings per POST /report request")

@@ -1,9 +1,17 @@
 """Evaluate any model (MLflow URI or bundle directory) on any dataset in the workbench format.
 
 For each selected device: its readings, ground truth and labels are put on the model's grid with the prepare
-stage's code (``airwatt.prepare.grid.grid_device``, same gap policy: ``prepare.max_fill_s``), the model
-predicts the whole series (``bundle.predict_series``), and per-appliance totals (airwatt.metrics) are summed
-over the readings where the aggregate is valid, the truth is known and the model made a prediction.
+stage's code (``airwatt.prepare.grid.grid_device``) and the model's own gap policy (``spec.gap``), the model
+predicts the whole series (``ModelBundle.predict_series``, by the model's rule), and per-appliance totals
+(airwatt.metrics) are summed over the readings where the aggregate is valid and the truth is known.
+
+What is scored (docs/metrics.md):
+
+- a real-time model (target "last") is scored on what the service answers at each reading (rule
+  ``served``): the causal decision rule's state and the watts it implies, with the service's gap policy; a
+  reading the service leaves unanswered ("unknown") counts as predicted off at 0 W. The same model's
+  offline (smoothed, future-reading) figures are reported under ``offline``;
+- any other model is scored offline, on the readings it predicts.
 
 Truth: power from the sub-meter ground truth; on/off status as prepare defines it (sub-meter labels, else
 derived from the ground truth with the appliance's on threshold and minimum on/off durations, else annotator
@@ -13,8 +21,11 @@ device gets on/off metrics there and null power metrics.
 The report (``--out``, written atomically)::
 
     {"model": {uri, arch, appliances, window, provenance...}, "data": {path, devices, selection, ...},
+     "rule": "served" | "offline",                                          what the headline scores
      "appliances": {NAME: {mae_w, sae, nde, f1, precision, recall, eac}},   pooled over all devices' readings
      "mean": {...same keys...},                                             unweighted mean over appliances
+     "switches": {NAME: {switch_ons, detected, delay_median_s, delay_p90_s, false_switches_per_day}, "mean"},
+     "offline": {"appliances", "mean"},                                     real-time models only
      "devices": {DEV: {NAME: {...same keys...}}}}                           per device
 """
 
@@ -40,10 +51,14 @@ from airwatt.errors import ConfigError, DataError
 from airwatt.metrics import (
     ONOFF_TOTALS,
     POWER_TOTALS,
+    SWITCH_KEYS,
+    MetricValues,
+    SwitchEvents,
     mean_over_appliances,
     metrics_table,
     onoff_totals,
     power_totals,
+    switch_events,
 )
 from airwatt.models.bundle import ModelLoadError, ModelSpec
 from airwatt.prepare.grid import DeviceGrid, grid_device
@@ -75,6 +90,11 @@ class Prediction(Protocol):
 
     @property
     def predicted(self) -> np.ndarray: ...
+
+
+def rule_of(pred: Prediction) -> str:
+    """``served`` or ``offline`` (a prediction without the attribute: offline)."""
+    return str(getattr(pred, "rule", "offline"))
 
 
 class Disaggregator(Protocol):
@@ -260,8 +280,12 @@ class _Accumulator:
 def device_totals(
     g: DeviceGrid, pred: Prediction, appliances: Sequence[str], has_power: np.ndarray
 ) -> tuple[DeviceTotals, np.ndarray]:
-    """Totals of one gridded device and its prediction; also the (T, A) mask of on/off readings counted."""
-    predicted = np.asarray(pred.predicted, bool)[:, None]
+    """Totals of one gridded device and its prediction; also the (T, A) mask of on/off readings counted.
+
+    Served predictions count every reading with truth (an unanswered one is off at 0 W); offline ones only
+    the readings the model predicted."""
+    served = rule_of(pred) == "served"
+    predicted = np.ones((len(g), 1), bool) if served else np.asarray(pred.predicted, bool)[:, None]
     power_mask = g.power_valid & predicted & has_power[None, :]
     status_mask = g.status_valid & g.valid[:, None] & predicted
     present = np.array([a in g.status_sources for a in appliances])
@@ -381,22 +405,49 @@ def _device_block(t: DeviceTotals, appliances: list[str]) -> dict[str, dict[str,
     return metrics_table(t.power[idx], t.onoff[idx], names, has_power=list(t.has_power[idx]))
 
 
+@dataclass
+class DeviceResult:
+    """What one device adds to the report: the headline totals, the offline totals of a real-time model,
+    switch events per appliance (present ones), and the most active days for the plots."""
+
+    totals: DeviceTotals
+    offline: DeviceTotals | None
+    switches: dict[int, SwitchEvents]
+    answered: np.ndarray  # (A, 2): counted on/off readings the model answered, and all counted
+    days: dict[int, DayPlot]
+
+
+def predictions(
+    bundle: Disaggregator, aggregate_w: np.ndarray, valid: np.ndarray
+) -> tuple[Prediction, Prediction | None]:
+    """The model's own prediction and, for a real-time ``ModelBundle``, its offline one (one model pass)."""
+    from airwatt.models import ModelBundle
+
+    if isinstance(bundle, ModelBundle) and bundle.real_time:
+        out = bundle.series_outputs(aggregate_w, valid)
+        return bundle.decide(out, "served"), bundle.decide(out, "offline")
+    return bundle.predict_series(aggregate_w, valid), None
+
+
 def evaluate_device(
     bundle: Disaggregator,
     ds: Dataset,
     device_id: str,
     *,
     usable: Sequence[str],
-    max_fill_s: float,
     with_plots: bool,
     time_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
-) -> tuple[DeviceTotals, dict[int, DayPlot]] | str:
-    """One device's totals (and most active days when ``with_plots``), or why it was skipped; only the
-    readings inside ``time_range`` when given."""
+) -> DeviceResult | str:
+    """One device's result, or why it was skipped; only the readings inside ``time_range`` when given."""
     appliances = list(bundle.appliances)
     interval_s = bundle.spec.interval_s
     gridded = grid_for_model(
-        ds, device_id, appliances, interval_s=interval_s, max_fill_s=max_fill_s, time_range=time_range
+        ds,
+        device_id,
+        appliances,
+        interval_s=interval_s,
+        max_fill_s=bundle.spec.gap.max_fill_s,
+        time_range=time_range,
     )
     if gridded is None:
         return "no readings"
@@ -408,22 +459,48 @@ def evaluate_device(
         log.info(
             "device %s: no ground truth or labels for %s; those are skipped", device_id, ", ".join(lacking)
         )
-    pred = bundle.predict_series(g.aggregate_w, g.valid)
+    pred, offline = predictions(bundle, g.aggregate_w, g.valid)
     _check_prediction(pred, len(g), len(appliances), device_id)
     t, status_mask = device_totals(g, pred, appliances, has_power)
-    if not with_plots:
-        return t, {}
-    tz = ds.manifest.device(device_id).timezone
-    return t, best_days(
-        device_id, g, pred, t.present, has_power, status_mask, interval_s=interval_s, timezone=tz
+    offline_totals = None if offline is None else device_totals(g, offline, appliances, has_power)[0]
+    on = np.asarray(pred.on, bool)
+    switches = {
+        int(j): switch_events(on[:, j], g.status[:, j], status_mask[:, j], interval_s)
+        for j in np.flatnonzero(t.present)
+    }
+    answered = np.stack(
+        [(status_mask & np.asarray(pred.predicted, bool)[:, None]).sum(0), status_mask.sum(0)], axis=1
     )
+    days: dict[int, DayPlot] = {}
+    if with_plots:
+        tz = ds.manifest.device(device_id).timezone
+        days = best_days(
+            device_id, g, pred, t.present, has_power, status_mask, interval_s=interval_s, timezone=tz
+        )
+    return DeviceResult(t, offline_totals, switches, answered, days)
+
+
+def _pooled(acc: _Accumulator) -> dict[str, MetricValues]:
+    idx = np.flatnonzero(acc.present)
+    names = [acc.appliances[j] for j in idx]
+    return metrics_table(acc.power[idx], acc.onoff[idx], names, has_power=list(acc.has_power[idx]))
+
+
+def _switch_block(
+    events: dict[int, SwitchEvents], appliances: list[str], interval_s: float
+) -> dict[str, Any]:
+    table = {appliances[j]: e.values(interval_s) for j, e in sorted(events.items())}
+    mean: MetricValues = {}
+    for key in SWITCH_KEYS:
+        values = [x for v in table.values() if (x := v.get(key)) is not None]
+        mean[key] = float(np.mean(values)) if values else None
+    return {**table, "mean": mean}
 
 
 def evaluate_bundle(
     bundle: Disaggregator,
     data: Path,
     *,
-    max_fill_s: float,
     devices: Sequence[str] | None = None,
     split_file: Path | None = None,
     split: str | None = None,
@@ -436,22 +513,21 @@ def evaluate_bundle(
     ranges = read_time_ranges(split_file, split)
     usable = check_appliances(ds, bundle.appliances)
     appliances = list(bundle.appliances)
-    if ds.manifest.interval_s != bundle.spec.interval_s:
-        log.info(
-            "dataset interval %g s; gridding at the model's %g s",
-            ds.manifest.interval_s,
-            bundle.spec.interval_s,
-        )
-    acc = _Accumulator(appliances)
+    interval_s = bundle.spec.interval_s
+    if ds.manifest.interval_s != interval_s:
+        log.info("dataset interval %g s; gridding at the model's %g s", ds.manifest.interval_s, interval_s)
+    acc, acc_offline = _Accumulator(appliances), _Accumulator(appliances)
+    events: dict[int, SwitchEvents] = {}
+    answered = np.zeros((len(appliances), 2), np.int64)
     plots: dict[int, DayPlot] = {}
     skipped: dict[str, str] = {}
+    rule = "offline"
     for dev in tqdm(selected, desc="evaluate", unit="device", disable=None):
         result = evaluate_device(
             bundle,
             ds,
             dev,
             usable=usable,
-            max_fill_s=max_fill_s,
             with_plots=plots_dir is not None,
             time_range=None if ranges is None else ranges.get(dev),
         )
@@ -459,9 +535,14 @@ def evaluate_bundle(
             skipped[dev] = result
             log.warning("device %s: %s; skipped", dev, result)
             continue
-        totals, days = result
-        acc.add(dev, totals)
-        for j, day in days.items():
+        acc.add(dev, result.totals)
+        if result.offline is not None:
+            rule = "served"
+            acc_offline.add(dev, result.offline)
+        for j, e in result.switches.items():
+            events.setdefault(j, SwitchEvents()).add(e)
+        answered += result.answered
+        for j, day in result.days.items():
             if j not in plots or day.score > plots[j].score:  # the first device among equals
                 plots[j] = day
     if not acc.devices:
@@ -473,10 +554,8 @@ def evaluate_bundle(
     if plots_dir is not None:
         write_plots(plots_dir, plotted)
     idx = np.flatnonzero(acc.present)
-    pooled = metrics_table(
-        acc.power[idx], acc.onoff[idx], [appliances[j] for j in idx], has_power=list(acc.has_power[idx])
-    )
-    return {
+    pooled = _pooled(acc)
+    report: dict[str, Any] = {
         "model": model_info(bundle, uri),
         "data": {
             "path": str(data),
@@ -494,17 +573,27 @@ def evaluate_bundle(
                 ),
             },
             "appliances_missing": [a for j, a in enumerate(appliances) if not acc.present[j]],
-            "interval_s": bundle.spec.interval_s,
-            "max_fill_s": max_fill_s,
+            "interval_s": interval_s,
+            "max_fill_s": bundle.spec.gap.max_fill_s,
+            "max_invalid_fraction": bundle.spec.gap.max_invalid_fraction,
             "readings": {
                 appliances[j]: {"power": int(acc.power[j, 0]), "onoff": int(acc.onoff[j, 0])} for j in idx
             },
+            "answered": {
+                appliances[j]: float(answered[j, 0] / answered[j, 1]) if answered[j, 1] else None for j in idx
+            },
             "plotted_days": {name: {"device": p.device_id, "day": p.day} for name, p in plotted.items()},
         },
+        "rule": rule,
         "appliances": pooled,
         "mean": mean_over_appliances(pooled),
-        "devices": {dev: _device_block(t, appliances) for dev, t in sorted(acc.devices.items())},
+        "switches": _switch_block(events, appliances, interval_s),
     }
+    if rule == "served":
+        offline = _pooled(acc_offline)
+        report["offline"] = {"appliances": offline, "mean": mean_over_appliances(offline)}
+    report["devices"] = {dev: _device_block(t, appliances) for dev, t in sorted(acc.devices.items())}
+    return report
 
 
 def evaluate(
@@ -512,7 +601,6 @@ def evaluate(
     data: Path,
     out: Path,
     *,
-    max_fill_s: float,
     devices: Sequence[str] | None = None,
     split_file: Path | None = None,
     split: str | None = None,
@@ -524,7 +612,6 @@ def evaluate(
     report = evaluate_bundle(
         bundle,
         data,
-        max_fill_s=max_fill_s,
         devices=devices,
         split_file=split_file,
         split=split,

@@ -259,16 +259,17 @@ class DeviceDay:
 
 
 def predict_device_day(
-    ds: Dataset, bundle: ModelBundle, device_id: str, day: str, *, max_fill_s: float
+    ds: Dataset, bundle: ModelBundle, device_id: str, day: str
 ) -> DeviceDay:
-    """Grid the device around the local ``day`` (prepare's code), predict with ``bundle.predict_series`` (the
-    one prediction path) and cut the day out; a window of context on both sides feeds the first readings."""
+    """Grid the device around the local ``day`` (prepare's code, the model's gap policy), predict with
+    ``bundle.predict_series`` (the one prediction path, the model's rule) and cut the day out; the model's
+    history (window and decision memory) of context on both sides feeds the first readings."""
     from airwatt.evaluate import TRUTH_LABEL_SOURCES, device_totals
     from airwatt.metrics import metrics_table
     from airwatt.prepare.grid import grid_device
 
     start, end = local_day(ds, device_id, day)
-    pad = pd.Timedelta(seconds=bundle.window_length * bundle.interval_s)
+    pad = pd.Timedelta(seconds=bundle.history_length * bundle.interval_s)
     readings = ds.readings([device_id], start=start - pad, end=end + pad, columns=["timestamp", "power_w"])
     in_day = readings["timestamp"].between(start, end, inclusive="left")
     if not in_day.any():
@@ -278,7 +279,9 @@ def predict_device_day(
     labels = ds.labels([device_id], start=start - pad, end=end + pad)
     labels = labels[labels["source"].isin(TRUTH_LABEL_SOURCES)]
     apps = bundle.appliances
-    g = grid_device(readings, gt, labels, apps, interval_s=bundle.interval_s, max_fill_s=max_fill_s)
+    g = grid_device(
+        readings, gt, labels, apps, interval_s=bundle.interval_s, max_fill_s=bundle.gap.max_fill_s
+    )
     pred = bundle.predict_series(g.aggregate_w, g.valid)
 
     step_ms = round(bundle.interval_s * 1000)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -198,3 +199,75 @@ def mean_over_appliances(table: Mapping[str, Mapping[str, float | None]]) -> Met
         values = [x for v in table.values() if (x := v.get(key)) is not None]
         out[key] = float(np.mean(values)) if values else None
     return out
+
+
+# ------------------------------------------------------------------------- switch events (real-time models)
+SWITCH_KEYS = ("switch_ons", "detected", "delay_median_s", "delay_p90_s", "false_switches_per_day")
+
+
+@dataclass
+class SwitchEvents:
+    """Switch-on events of one appliance, summed over devices (docs/metrics.md, "Switch events").
+
+    ``delays_s`` holds one entry per detected true switch-on; the counts add up across devices."""
+
+    delays_s: list[np.ndarray] = field(default_factory=list)
+    switch_ons: int = 0
+    false_switches: int = 0
+    readings: int = 0
+
+    def add(self, other: SwitchEvents) -> None:
+        self.delays_s.extend(other.delays_s)
+        self.switch_ons += other.switch_ons
+        self.false_switches += other.false_switches
+        self.readings += other.readings
+
+    def values(self, interval_s: float) -> MetricValues:
+        delays = np.concatenate(self.delays_s) if self.delays_s else np.zeros(0)
+        days = self.readings * interval_s / 86400.0
+        return {
+            "switch_ons": float(self.switch_ons),
+            "detected": float(len(delays) / self.switch_ons) if self.switch_ons else None,
+            "delay_median_s": float(np.median(delays)) if len(delays) else None,
+            "delay_p90_s": float(np.percentile(delays, 90)) if len(delays) else None,
+            "false_switches_per_day": self.false_switches / days if days > 0 else None,
+        }
+
+
+def _runs(flag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the runs of True in ``flag`` (ends exclusive)."""
+    d = np.diff(np.concatenate([[0], flag.astype(np.int8), [0]]))
+    return np.flatnonzero(d == 1), np.flatnonzero(d == -1)
+
+
+def switch_events(
+    pred_on: np.ndarray, true_on: np.ndarray, mask: np.ndarray, interval_s: float
+) -> SwitchEvents:
+    """Switch events of one appliance on one device's grid, counting only readings in ``mask`` (T,).
+
+    A true switch-on is the first reading of a truly-on run whose previous reading counts and is off. It is
+    detected at the first reading of the run where the prediction is on; its delay is the time from the
+    switch-on to that reading (0 when the prediction was already on). A false switch is a predicted
+    switch-on (previous reading counts and is predicted off) whose predicted on-run never overlaps truth.
+    """
+    mask = np.asarray(mask, bool)
+    pred = np.asarray(pred_on, bool) & mask
+    truth = np.asarray(true_on, bool) & mask
+    before_counts = np.concatenate([[False], mask[:-1]])
+    t_start, t_end = _runs(truth)
+    observed = (t_start > 0) & before_counts[t_start] & ~np.concatenate([[False], truth[:-1]])[t_start]
+    t_start, t_end = t_start[observed], t_end[observed]
+    idx = np.arange(len(pred))
+    next_on = np.minimum.accumulate(np.where(pred, idx, len(pred))[::-1])[::-1] if len(pred) else idx
+    first = next_on[t_start] if len(t_start) else np.zeros(0, np.int64)
+    hit = first < t_end
+    p_start, p_end = _runs(pred)
+    switched = (p_start > 0) & before_counts[p_start] & ~np.concatenate([[False], pred[:-1]])[p_start]
+    truth_before = np.concatenate([[0], np.cumsum(truth)])
+    overlaps = truth_before[p_end] - truth_before[p_start] > 0
+    return SwitchEvents(
+        delays_s=[(first[hit] - t_start[hit]).astype(np.float64) * interval_s],
+        switch_ons=len(t_start),
+        false_switches=int((switched & ~overlaps).sum()),
+        readings=int(mask.sum()),
+    )

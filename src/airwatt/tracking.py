@@ -277,8 +277,7 @@ def predict_frame(bundle: ModelBundle, readings: pd.DataFrame) -> pd.DataFrame:
     )
     if frame.empty:
         raise DataError("model input has no readings")
-    max_fill_s = float(bundle.spec.provenance.get("max_fill_s", 0.0))
-    g = grid_device(frame, None, None, [], interval_s=bundle.interval_s, max_fill_s=max_fill_s)
+    g = grid_device(frame, None, None, [], interval_s=bundle.interval_s, max_fill_s=bundle.gap.max_fill_s)
     pred = bundle.predict_series(g.aggregate_w, g.valid)
     step_ms = round(bundle.interval_s * 1000)
     ts = from_epoch_ms(g.start_ms + np.arange(len(g), dtype=np.int64) * step_ms).tz_localize(None)

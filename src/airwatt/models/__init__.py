@@ -7,11 +7,21 @@ prediction code path. Nothing here imports Lightning or MLflow: serving needs on
 """
 
 from airwatt.models.base import ModelOutput, TargetPosition, target_index
-from airwatt.models.bundle import ModelLoadError, ModelSpec, NormStats, OnOffSpec, read_spec, save_bundle
+from airwatt.models.bundle import (
+    GapPolicy,
+    ModelLoadError,
+    ModelSpec,
+    NormStats,
+    OnOffSpec,
+    read_spec,
+    save_bundle,
+)
+from airwatt.models.decision import ApplianceDecision, DecisionSpec
 from airwatt.models.predict import (
     ON_PROBABILITY_THRESHOLD,
     ModelBundle,
     OutputDecoder,
+    SeriesOutputs,
     SeriesPrediction,
     build_model,
     spec_from_prepared,
@@ -27,6 +37,9 @@ from airwatt.models.registry import (
 __all__ = [
     "MODEL_NAMES",
     "ON_PROBABILITY_THRESHOLD",
+    "ApplianceDecision",
+    "DecisionSpec",
+    "GapPolicy",
     "ModelBundle",
     "ModelLoadError",
     "ModelOutput",
@@ -34,6 +47,7 @@ __all__ = [
     "NormStats",
     "OnOffSpec",
     "OutputDecoder",
+    "SeriesOutputs",
     "SeriesPrediction",
     "TargetPosition",
     "build_model",

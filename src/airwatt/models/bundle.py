@@ -3,8 +3,13 @@
 A bundle is a directory::
 
     model.json           ModelSpec: architecture name and arguments, appliances, window, target position,
-                         interval, normalisation statistics, on/off parameters, provenance
+                         interval, normalisation statistics, on/off parameters, the gap policy, the decision
+                         rule of a real-time model, provenance
     weights.safetensors  the state dict as plain tensors (loading it cannot run code, unlike a pickle)
+
+Schema versions: "2" (this one) adds ``gap`` and ``decision``. Bundles of version "1" still load: their gap
+policy is the ``max_fill_s`` their provenance recorded with at most 10 % of a window missing, and a
+real-time model among them decides with ``prob_on >= 0.5`` per reading (``DecisionSpec.plain``).
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from airwatt.appliances import ApplianceSpec
 from airwatt.atomic import atomic_dir
 from airwatt.errors import AirwattError
 from airwatt.models.base import TargetPosition
+from airwatt.models.decision import DecisionSpec
 
-BUNDLE_SCHEMA_VERSION = "1"
+BUNDLE_SCHEMA_VERSION = "2"
+READABLE_SCHEMA_VERSIONS = ("1", "2")
+LEGACY_MAX_INVALID_FRACTION = 0.1  # what serving and training used before the gap policy was in the bundle
 SPEC_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -63,6 +71,18 @@ class OnOffSpec(BaseModel):
         return ApplianceSpec(name, self.on_threshold_w, self.min_on_s, self.min_off_s, self.max_w)
 
 
+class GapPolicy(BaseModel):
+    """How the model's input is put on its grid and when a reading is answered at all (training, evaluation,
+    reports and serving all read it from here: airwatt.prepare.grid.fill_short_gaps, ``window_problems``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_fill_s: float = Field(ge=0, description="the first max_fill_s of a gap are forward-filled")
+    max_invalid_fraction: float = Field(
+        ge=0, le=1, description="a reading is answered when at most this share of its window is missing"
+    )
+
+
 class ModelSpec(BaseModel):
     """Everything needed to rebuild a model and use it correctly, stored beside its weights."""
 
@@ -77,7 +97,20 @@ class ModelSpec(BaseModel):
     interval_s: float = Field(gt=0)
     norm: NormStats
     on_off: dict[str, OnOffSpec]
+    gap: GapPolicy
+    decision: DecisionSpec | None = Field(
+        default=None, description="the causal on/off rule of a real-time (target 'last') model"
+    )
     provenance: dict[str, Any] = Field(default_factory=dict, description="data version, git commit, run id")
+
+    @property
+    def real_time(self) -> bool:
+        """A model of the newest reading (causal): its answers are what the service serves."""
+        return self.target == "last"
+
+    def decision_or_plain(self) -> DecisionSpec:
+        """The decision rule; ``prob_on >= 0.5`` per reading for a real-time model without one."""
+        return self.decision or DecisionSpec.plain(self.appliances, self.interval_s)
 
 
 def save_bundle(out_dir: str | Path, spec: ModelSpec, model: torch.nn.Module) -> Path:
@@ -97,12 +130,25 @@ def read_spec(bundle_dir: str | Path) -> ModelSpec:
         raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ModelLoadError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if str(raw.get("schema_version")) != BUNDLE_SCHEMA_VERSION:
+    version = str(raw.get("schema_version"))
+    if version not in READABLE_SCHEMA_VERSIONS:
         raise ModelLoadError(
-            f"{path}: bundle schema_version {raw.get('schema_version')!r} is not "
-            f"{BUNDLE_SCHEMA_VERSION!r}; retrain or convert the model"
+            f"{path}: bundle schema_version {raw.get('schema_version')!r} is not one of "
+            f"{', '.join(READABLE_SCHEMA_VERSIONS)}; retrain or convert the model"
         )
+    if version == "1":
+        raw = upgrade_v1(raw)
     return ModelSpec.model_validate(raw)
+
+
+def upgrade_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """A schema "1" spec as "2": the gap policy it was served with, no tuned decision rule."""
+    provenance = raw.get("provenance") or {}
+    gap = {
+        "max_fill_s": float(provenance.get("max_fill_s", 0.0)),
+        "max_invalid_fraction": LEGACY_MAX_INVALID_FRACTION,
+    }
+    return {**raw, "schema_version": BUNDLE_SCHEMA_VERSION, "gap": gap}
 
 
 def read_weights(bundle_dir: str | Path) -> dict[str, torch.Tensor]:

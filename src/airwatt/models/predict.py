@@ -1,26 +1,31 @@
-"""THE prediction code: evaluation, notebooks and the service all load a ``ModelBundle`` and call it here, so
-training and serving cannot drift apart.
+"""THE prediction code: evaluation, reports, labeling, notebooks and the service all load a
+``ModelBundle`` and call it here, so training and serving cannot drift apart.
 
 Rules (the same for every model; the README quotes them):
 
 - **Normalisation**: ``x = (aggregate_w - mean_w) / std_w`` with the training statistics in the bundle.
   Invalid readings (``valid`` False, or NaN) are filled with 0, i.e. the training mean.
 - **Edges**: a midpoint model's window around reading t reaches past the ends of a series; those positions are
-  padded with 0 (the normalised mean), so every valid reading gets a prediction. A causal ("last") model's
-  window is left-padded the same way: the first W - 1 readings see zeros for the readings before the start.
-- **Decoding**: power in watts is ``power * std_w + mean_w`` per appliance, clipped to [0, max_w].
-  Models with on/off heads: ``prob_on = sigmoid(on_logit)``, and the power is GATED: the decoded watts where
-  ``prob_on >= 0.5``, 0 W elsewhere. Power-only models (seq2point, mean): ``prob_on`` is 1.0 where the decoded
-  power >= the appliance's on threshold, else 0.0; their power is not gated.
-- **Series** (``predict_series``): ``predicted`` is True where the input reading at the target is valid;
-  elsewhere ``power_w`` and ``prob_on`` are 0 and ``on`` is False. ``on`` is the per-reading state
-  (``prob_on >= 0.5``) after each appliance's minimum on/off durations (airwatt.labels.on_intervals_ms: runs
-  closer than min_off_s merged, runs shorter than min_on_s dropped); readings without a prediction count as
-  off in that rule and are reported off even where it bridges them.
-  The duration rule looks up to min_on_s into the future, even for the causal model: ``power_w`` and
-  ``prob_on`` of a causal model are causal, ``on`` is not.
-- **Windows** (``predict_windows``, the service's newest-reading path): the same decoding, no duration rule
-  (a single reading has no duration); the state is ``prob_on >= 0.5``.
+  padded with 0 (the normalised mean). A causal ("last") model's window is left-padded the same way.
+- **Decoding** (``OutputDecoder``): power in watts is ``power * std_w + mean_w`` per appliance, clipped to
+  [0, max_w]; ``prob_on = sigmoid(on_logit)``. Power-only models (seq2point, mean): ``prob_on`` is 1.0 where
+  the decoded power >= the appliance's on threshold, else 0.0.
+- **Series** (``predict_series``), by the model's rule:
+
+  - *served* (real-time models, target "last"; what ``POST /detect`` answers at each reading): a reading is
+    answered where the gap policy allows (``airwatt.prepare.grid.answerable``: the reading valid and at most
+    ``gap.max_invalid_fraction`` of its window missing, readings before the series counting as missing);
+    ``on`` is the bundle's causal decision rule (airwatt.models.decision) over the answered readings; the
+    watts are the decoded power where ``on``, 0 W elsewhere. Unanswered readings: ``predicted`` False, off,
+    0 W. Nothing after a reading changes its answer.
+  - *offline* (midpoint models; for a real-time model the smoothed figures evaluation reports beside the
+    served ones): ``predicted`` where the input reading is valid; the power is gated by ``prob_on >= 0.5``
+    (power-only models: not gated); ``on`` is ``prob_on >= 0.5`` after each appliance's minimum on/off
+    durations (airwatt.labels.on_intervals_ms: runs closer than min_off_s merged, runs shorter than
+    min_on_s dropped), a rule that looks up to min_on_s into the future.
+
+- **Windows** (``predict_windows``): (B, W) windows -> the decoded power (not gated) and ``prob_on`` at each
+  window's target reading.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -46,6 +51,7 @@ from airwatt.models.base import ModelOutput, TargetPosition, target_index
 from airwatt.models.bundle import (
     SPEC_FILE,
     WEIGHTS_FILE,
+    GapPolicy,
     ModelLoadError,
     ModelSpec,
     NormStats,
@@ -54,12 +60,25 @@ from airwatt.models.bundle import (
     read_weights,
     save_bundle,
 )
+from airwatt.models.decision import DecisionRule, decide_series
 from airwatt.models.registry import create_model, model_class
+from airwatt.prepare.grid import answerable
 
 log = logging.getLogger(__name__)
 
 ON_PROBABILITY_THRESHOLD = 0.5
 SEQUENCE_CHUNK = 16384  # readings per forward_sequence call: bounds memory on long series
+Rule = Literal["served", "offline"]
+
+
+@dataclass(frozen=True)
+class SeriesOutputs:
+    """The model's decoded outputs at every reading of one series, before any on/off rule."""
+
+    power_w: np.ndarray  # (T, A) float32 watts in [0, max_w], not gated
+    prob_on: np.ndarray  # (T, A) float32 in [0, 1]
+    valid: np.ndarray  # (T,) bool: the input reading is valid
+    has_on_head: bool  # False: a power-only model, prob_on is the thresholded power
 
 
 @dataclass(frozen=True)
@@ -67,10 +86,11 @@ class SeriesPrediction:
     """Predictions for every reading of one device's series on the regular grid; A = len(appliances)."""
 
     appliances: list[str]
-    power_w: np.ndarray  # (T, A) float32 watts in [0, max_w]; 0 where not predicted
+    power_w: np.ndarray  # (T, A) float32 watts in [0, max_w]; 0 where not predicted or off (served)
     prob_on: np.ndarray  # (T, A) float32 in [0, 1]; 0 where not predicted
-    on: np.ndarray  # (T, A) bool, after the minimum on/off durations
-    predicted: np.ndarray  # (T,) bool: the input reading at the target was valid
+    on: np.ndarray  # (T, A) bool: the rule's state (module docstring)
+    predicted: np.ndarray  # (T,) bool: served: the service answers the reading; offline: the reading is valid
+    rule: Rule = "offline"
 
 
 @dataclass(frozen=True)
@@ -95,14 +115,21 @@ class OutputDecoder:
             vec([spec.on_off[a].on_threshold_w for a in apps]),
         )
 
-    def __call__(self, output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
-        """(..., A) normalised outputs -> (..., A) watts and (..., A) on-probability, float32."""
+    def raw(self, output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., A) normalised outputs -> (..., A) watts (not gated) and (..., A) on-probability, float32."""
         dev = output.power.device
         power_w = output.power.float() * self.std_w.to(dev) + self.mean_w.to(dev)
         power_w = torch.minimum(power_w.clamp(min=0.0), self.max_w.to(dev))
         if output.on_logits is None:
             return power_w, (power_w >= self.on_threshold_w.to(dev)).float()
-        prob_on = torch.sigmoid(output.on_logits.float())
+        return power_w, torch.sigmoid(output.on_logits.float())
+
+    def __call__(self, output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """``raw`` with the power of models with on/off heads gated by ``prob_on >= 0.5`` (the per-reading
+        rule of the training metrics and of the offline rule)."""
+        power_w, prob_on = self.raw(output)
+        if output.on_logits is None:
+            return power_w, prob_on
         return torch.where(prob_on >= ON_PROBABILITY_THRESHOLD, power_w, 0.0), prob_on
 
 
@@ -232,21 +259,44 @@ class ModelBundle:
         return np.where(ok, x, 0.0).astype(np.float32)
 
     # ---- prediction ----------------------------------------------------------------------------------
+    @property
+    def gap(self) -> GapPolicy:
+        return self.spec.gap
+
+    @property
+    def real_time(self) -> bool:
+        return self.spec.real_time
+
+    @property
+    def decision_rule(self) -> DecisionRule:
+        """The compiled causal decision rule (real-time models; ``prob_on >= 0.5`` if the bundle has none)."""
+        rule = self.__dict__.get("_decision_rule")
+        if rule is None:
+            rule = DecisionRule.of(self.spec.decision_or_plain(), self.appliances, self.interval_s)
+            object.__setattr__(self, "_decision_rule", rule)
+        return rule
+
+    @property
+    def history_length(self) -> int:
+        """Readings the served answer at a reading depends on: the window plus the decision memory."""
+        return self.window_length + self.decision_rule.memory - 1 if self.real_time else self.window_length
+
     def predict_windows(self, x_norm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, W) normalised windows -> (B, A) watts and (B, A) on-probability at each window's target
-        reading, on the model's device. No duration rule: the state of one reading is prob_on >= 0.5."""
+        """(B, W) normalised windows -> (B, A) watts (not gated) and (B, A) on-probability at each window's
+        target reading, on the model's device."""
         if x_norm.ndim != 2 or x_norm.shape[1] != self.window_length:
             raise DataError(
                 f"expected windows of shape (B, {self.window_length}) for the {self.spec.arch} model, "
                 f"got {tuple(x_norm.shape)}"
             )
         with torch.inference_mode():
-            return self.decoder(self.model(x_norm.to(self.device, torch.float32)))
+            return self.decoder.raw(self.model(x_norm.to(self.device, torch.float32)))
 
-    def predict_series(
+    def series_outputs(
         self, aggregate_w: np.ndarray, valid: np.ndarray | None = None, *, batch_size: int = 1024
-    ) -> SeriesPrediction:
-        """Predict every reading of one device's aggregate series (T,) on the regular ``interval_s`` grid."""
+    ) -> SeriesOutputs:
+        """The decoded outputs at every reading of one device's aggregate series (T,) on the regular
+        ``interval_s`` grid, before any on/off rule (``decide``)."""
         agg = np.asarray(aggregate_w)
         if agg.ndim != 1:
             raise DataError(f"aggregate_w must be one series of shape (T,), got shape {agg.shape}")
@@ -254,19 +304,51 @@ class ModelBundle:
             raise DataError(f"valid has shape {np.shape(valid)}, aggregate_w {agg.shape}")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, not {batch_size}")
-        predicted = np.isfinite(agg) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(agg)
-        x = torch.from_numpy(self.normalise(agg, predicted))
-        power_w, prob_on = self._series_outputs(x, batch_size)  # (T, A) each
-        power_w[~predicted] = 0.0
-        prob_on[~predicted] = 0.0
-        on = self.apply_durations(prob_on >= ON_PROBABILITY_THRESHOLD) & predicted[:, None]
-        return SeriesPrediction(self.appliances, power_w, prob_on, on, predicted)
+        ok = np.isfinite(agg) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(agg)
+        x = torch.from_numpy(self.normalise(agg, ok))
+        power_w, prob_on, has_on_head = self._series_outputs(x, batch_size)  # (T, A) each
+        return SeriesOutputs(power_w, prob_on, ok, has_on_head)
 
-    def _series_outputs(self, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        """(T,) normalised series -> (T, A) watts and on-probability, numpy float32."""
+    def decide(self, out: SeriesOutputs, rule: Rule | None = None) -> SeriesPrediction:
+        """The on/off rule over a series' outputs: ``served`` (the default of real-time models) or
+        ``offline`` (the default of the others); see the module docstring."""
+        rule = rule or ("served" if self.real_time else "offline")
+        if rule == "served":
+            if not self.real_time:
+                raise ConfigError(
+                    f"the {self.spec.arch} model predicts the {self.target} reading: not served"
+                )
+            known = answerable(out.valid, self.window_length, self.gap.max_invalid_fraction)
+            on = decide_series(self.decision_rule, out.prob_on, known).on & known[:, None]
+            power_w = np.where(on, out.power_w, np.float32(0.0))
+            prob_on = np.where(known[:, None], out.prob_on, np.float32(0.0))
+            return SeriesPrediction(self.appliances, power_w, prob_on, on, known, "served")
+        gated = out.prob_on >= ON_PROBABILITY_THRESHOLD
+        power_w = np.where(gated, out.power_w, np.float32(0.0)) if out.has_on_head else out.power_w
+        power_w = np.where(out.valid[:, None], power_w, np.float32(0.0))
+        prob_on = np.where(out.valid[:, None], out.prob_on, np.float32(0.0))
+        on = self.apply_durations(gated) & out.valid[:, None]
+        return SeriesPrediction(self.appliances, power_w, prob_on, on, out.valid.copy(), "offline")
+
+    def predict_series(
+        self,
+        aggregate_w: np.ndarray,
+        valid: np.ndarray | None = None,
+        *,
+        batch_size: int = 1024,
+        rule: Rule | None = None,
+    ) -> SeriesPrediction:
+        """Predict every reading of one device's aggregate series (T,) on the regular ``interval_s`` grid,
+        by the model's rule (``rule`` to choose: module docstring)."""
+        return self.decide(self.series_outputs(aggregate_w, valid, batch_size=batch_size), rule)
+
+    def _series_outputs(self, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(T,) normalised series -> (T, A) watts and on-probability (numpy float32), and whether the model
+        has on/off heads."""
         n_app = len(self.spec.appliances)
         if len(x) == 0:
-            return np.zeros((0, n_app), np.float32), np.zeros((0, n_app), np.float32)
+            empty = np.zeros((0, n_app), np.float32)
+            return empty, empty.copy(), True  # nothing to gate
         w = self.window_length
         offset = target_index(w, self.target)
         x = x.to(self.device)
@@ -274,13 +356,15 @@ class ModelBundle:
             return self._sequence_outputs(x)
         padded = F.pad(x, (offset, w - 1 - offset))  # (T + W - 1,): window i has reading i at ``offset``
         windows = padded.unfold(0, w, 1)  # (T, W), a view
-        power, prob = [], []
+        power, prob, heads = [], [], True
         with torch.inference_mode():
             for lo in range(0, len(windows), batch_size):
-                p, q = self.decoder(self.model(windows[lo : lo + batch_size]))  # (b, A) each
+                out = self.model(windows[lo : lo + batch_size])
+                heads = out.on_logits is not None
+                p, q = self.decoder.raw(out)  # (b, A) each
                 power.append(p.cpu())
                 prob.append(q.cpu())
-        return torch.cat(power).numpy(), torch.cat(prob).numpy()
+        return torch.cat(power).numpy(), torch.cat(prob).numpy(), heads
 
     def _use_sequence_path(self) -> bool:
         return (
@@ -289,7 +373,7 @@ class ModelBundle:
             and bool(getattr(self.model, "sequence_exact", False))
         )
 
-    def _sequence_outputs(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def _sequence_outputs(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
         """Causal models with an exact forward_sequence: O(T), chunks carrying W - 1 readings of context."""
         w = self.window_length
         padded = F.pad(x, (w - 1, 0))  # (T + W - 1,): zeros before the start
@@ -300,10 +384,10 @@ class ModelBundle:
                 chunk = padded[lo : lo + SEQUENCE_CHUNK + w - 1]
                 out = forward_sequence(chunk.unsqueeze(0))  # (1, n + W - 1, A) each
                 on_logits = None if out.on_logits is None else out.on_logits[0, w - 1 :]
-                p, q = self.decoder(ModelOutput(out.power[0, w - 1 :], on_logits))  # (n, A) each
+                p, q = self.decoder.raw(ModelOutput(out.power[0, w - 1 :], on_logits))  # (n, A) each
                 power.append(p.cpu())
                 prob.append(q.cpu())
-        return torch.cat(power).numpy(), torch.cat(prob).numpy()
+        return torch.cat(power).numpy(), torch.cat(prob).numpy(), True
 
     def apply_durations(self, state: np.ndarray) -> np.ndarray:
         """(T, A) per-reading on/off -> (T, A) after each appliance's minimum on/off durations, in seconds."""
@@ -335,9 +419,13 @@ def spec_from_prepared(
     target: TargetPosition,
     appliances: list[str] | None = None,
     provenance: dict[str, Any] | None = None,
+    *,
+    max_invalid_fraction: float,
 ) -> ModelSpec:
     """The spec of a model trained on a prepared directory: its norm_stats.json (fitted on the training
-    devices) and the on/off parameters of airwatt.appliances; ``appliances`` defaults to all of the data's."""
+    devices), the on/off parameters of airwatt.appliances and the gap policy (the prepared data's
+    ``max_fill_s``, the training windows' ``max_invalid_fraction``); ``appliances`` defaults to all of the
+    data's. The decision rule of a real-time model is tuned after training (airwatt.training.tune)."""
     path = Path(prepared_dir) / "norm_stats.json"
     if not path.is_file():
         raise DataError("normalisation statistics not found (run `airwatt data prepare` first)", file=path)
@@ -373,5 +461,16 @@ def spec_from_prepared(
             power_std_w={a: float(per_app[a]["std_w"]) for a in chosen},
         ),
         on_off={a: OnOffSpec.of(appliance_spec(a)) for a in chosen},
+        gap=GapPolicy(
+            max_fill_s=prepared_max_fill_s(prepared_dir), max_invalid_fraction=max_invalid_fraction
+        ),
         provenance=dict(provenance or {}),
     )
+
+
+def prepared_max_fill_s(prepared_dir: str | Path) -> float:
+    """The gap-filling rule a prepared directory was made with (its train/index.json)."""
+    path = Path(prepared_dir) / "train" / "index.json"
+    if not path.is_file():
+        raise DataError("prepared split index not found (run `airwatt data prepare` first)", file=path)
+    return float(json.loads(path.read_text())["max_fill_s"])

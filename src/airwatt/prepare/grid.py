@@ -4,10 +4,13 @@ Grid: slots ``t0 + k * interval_s`` for k = 0 .. K-1, where t0 is the device's f
 multiple of ``interval_s`` since the epoch and the last slot holds its last reading. A reading belongs to the
 slot whose interval [t_k, t_k + interval_s) contains it; several readings in one slot are averaged.
 
-Validity: a slot is present when it holds a non-null reading. A run of k missing slots (a gap of
-k * interval_s seconds) no longer than ``max_fill_s`` is forward-filled from the slot before it and valid;
-longer runs (and a run at the very start) stay NaN and invalid. Ground truth follows the same rule per
-appliance.
+Validity (the gap policy; causal, so the service can apply it reading by reading): a slot is present when
+it holds a non-null reading. The first ``max_fill_s`` of every run of missing slots are forward-filled from
+the last present slot and valid; the rest of a longer run (and a run at the very start) stays NaN and
+invalid. Whether a slot is filled depends only on the slots before it. Ground truth (targets, never served)
+is filled only over whole runs of at most ``max_fill_s``, so a long sub-meter gap never gets a held value
+for a truth. A reading is *answerable* (``answerable``) when a whole window of history lies inside the
+series, the reading is valid and at most a share of the window ending at it is invalid.
 
 On/off status per appliance, by source preference sub-meter > annotator > model:
 
@@ -77,19 +80,58 @@ def bin_mean(slots: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 def fill_short_gaps(values: np.ndarray, max_slots: int) -> tuple[np.ndarray, np.ndarray]:
-    """(filled values, valid) for one channel: runs of <= max_slots NaNs after a value are forward-filled."""
+    """(filled values, valid) for one channel (axis 0): the first ``max_slots`` NaNs of every run after a
+    value are forward-filled from it; the rest of a longer run stays NaN. Causal: slot k's outcome depends
+    only on slots <= k."""
     present = ~np.isnan(values)
     if present.all():  # nothing to fill (the common case for live requests)
+        return values.copy(), present
+    idx = np.arange(len(values))
+    last = np.maximum.accumulate(np.where(present, idx, -1))  # last present slot at or before each slot
+    fill = ~present & (last >= 0) & (idx - last <= max_slots)
+    out = values.copy()
+    out[fill] = values[last[fill]]
+    return out, present | fill
+
+
+def fill_short_runs(values: np.ndarray, max_slots: int) -> tuple[np.ndarray, np.ndarray]:
+    """(filled values, valid) for ground truth: a whole run of at most ``max_slots`` NaNs after a value is
+    forward-filled, a longer run not at all. Not causal (a run's length is known at its end): for targets
+    only, which are never served; the model's input uses ``fill_short_gaps``."""
+    present = ~np.isnan(values)
+    if present.all():
         return values.copy(), present
     n = len(values)
     idx = np.arange(n)
     last = np.maximum.accumulate(np.where(present, idx, -1))  # last present slot at or before each slot
     nxt = np.minimum.accumulate(np.where(present, idx, n)[::-1])[::-1]  # next present slot at or after
-    run = nxt - last - 1  # length of the missing run a slot belongs to
-    fill = ~present & (last >= 0) & (run <= max_slots)
+    fill = ~present & (last >= 0) & (nxt - last - 1 <= max_slots)
     out = values.copy()
     out[fill] = values[last[fill]]
     return out, present | fill
+
+
+def missing_in_windows(valid: np.ndarray, window_length: int) -> np.ndarray:
+    """(T,) int: invalid slots in the window of ``window_length`` slots ending at each slot, the slots
+    before the series counting as invalid."""
+    missing_before = np.concatenate([np.zeros(window_length, np.int64), np.cumsum(~np.asarray(valid, bool))])
+    return missing_before[window_length:] - missing_before[: len(valid)] + np.maximum(
+        0, window_length - 1 - np.arange(len(valid))
+    )
+
+
+def max_missing(window_length: int, max_invalid_fraction: float) -> int:
+    """The most invalid slots a window may hold and still be answered."""
+    return int(np.floor(max_invalid_fraction * window_length + 1e-9))
+
+
+def answerable(valid: np.ndarray, window_length: int, max_invalid_fraction: float) -> np.ndarray:
+    """(T,) bool: the readings a real-time service answers: a whole window of history lies inside the series
+    (as the service needs ``window_length`` readings sent), the reading is valid, and at most
+    ``max_invalid_fraction`` of its window is invalid."""
+    ok = missing_in_windows(valid, window_length) <= max_missing(window_length, max_invalid_fraction)
+    ok[: window_length - 1] = False
+    return np.asarray(valid, bool) & ok
 
 
 def grid_device(
@@ -124,7 +166,7 @@ def grid_device(
                 continue
             has_gt[j] = True
             col = ground_truth[name].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
-            filled, ok = fill_short_gaps(bin_mean(gt_slots, col, n), max_slots)
+            filled, ok = fill_short_runs(bin_mean(gt_slots, col, n), max_slots)
             power[:, j], gt_valid[:, j] = filled, ok
     power_valid = gt_valid & valid[:, None]
 
@@ -132,7 +174,6 @@ def grid_device(
     status_valid = np.zeros((n, a), dtype=bool)
     sources: dict[str, str] = {}
     grid_ms = t0 + np.arange(n, dtype=np.int64) * interval_ms
-    grid_ts = pd.Series(from_epoch_ms(grid_ms))
     grid_ts = pd.Series(from_epoch_ms(grid_ms))
     for j, name in enumerate(appliances):
         reviewed: pd.DataFrame | None = None

@@ -62,7 +62,6 @@ def report_cmd(
         out,
         period=period.value,
         params=p.report,
-        max_fill_s=p.prepare.max_fill_s,
         devices=devices,
         pages=pages,
     )

@@ -84,14 +84,14 @@ def series_from_readings(
     *,
     device_id: str,
     timezone: str,
-    max_fill_s: float,
 ) -> DeviceSeries | None:
-    """One device's readings (timestamp UTC, power_w) on the model's grid with the model's predictions;
-    None without readings."""
+    """One device's readings (timestamp UTC, power_w) on the model's grid (its gap policy) with the model's
+    predictions (its rule: for a real-time model, what the service answers); None without readings."""
     if readings.empty:
         return None
     appliances = list(bundle.appliances)
     interval_s = bundle.spec.interval_s
+    max_fill_s = bundle.spec.gap.max_fill_s
     g = grid_device(readings, None, None, appliances, interval_s=interval_s, max_fill_s=max_fill_s)
     pred = bundle.predict_series(g.aggregate_w, g.valid)
     return DeviceSeries(
@@ -105,7 +105,6 @@ def report_for_readings(
     readings: pd.DataFrame,
     *,
     params: ReportParams,
-    max_fill_s: float,
     timezone: str,
     period: Period = "week",
     device_id: str = "device",
@@ -113,9 +112,7 @@ def report_for_readings(
 ) -> dict[str, Any]:
     """The JSON-able report of one device's readings (the service's ``POST /report``): gridded and predicted
     exactly as the batch job does."""
-    series = series_from_readings(
-        bundle, readings, device_id=device_id, timezone=timezone, max_fill_s=max_fill_s
-    )
+    series = series_from_readings(bundle, readings, device_id=device_id, timezone=timezone)
     if series is None:
         raise DataError("no readings to report on", device=device_id)
     return device_report(series, params, period=period, window_ms=window_ms).to_dict()
@@ -237,7 +234,6 @@ def report_bundle(
     *,
     period: Period,
     params: ReportParams,
-    max_fill_s: float,
     devices: Sequence[str] | None = None,
     pages: bool = True,
     model_uri: str | Path | None = None,
@@ -258,7 +254,7 @@ def report_bundle(
             info = ds.manifest.device(dev)
             readings = ds.readings([dev], columns=["timestamp", "power_w"])
             kw = {"device_id": dev, "timezone": info.timezone}
-            series = series_from_readings(bundle, readings, max_fill_s=max_fill_s, **kw)
+            series = series_from_readings(bundle, readings, **kw)
             if series is None and window is None:
                 skipped[dev] = "no readings and no dataset window"
                 log.warning("device %s: no readings; skipped", dev)
@@ -283,7 +279,7 @@ def report_bundle(
         if not per_device:
             raise DataError(f"no device to report on among {chosen}", file=ds.root)
         summary = _summary(
-            bundle, model_uri, model_info, ds, data, chosen, skipped, window, period, params, max_fill_s
+            bundle, model_uri, model_info, ds, data, chosen, skipped, window, period, params
         )
         summary["tables"] = {name: {"file": f"{name}.parquet", "rows": n} for name, n in tables.rows.items()}
         summary["devices"] = per_device
@@ -299,7 +295,7 @@ def report_bundle(
 def _summary(
     bundle: Disaggregator, model_uri: str | Path | None, model_info: Any, ds: Dataset, data: Path,
     chosen: list[str], skipped: dict[str, str], window: tuple[int, int] | None, period: Period,
-    params: ReportParams, max_fill_s: float,
+    params: ReportParams,
 ) -> dict[str, Any]:  # fmt: skip
     return {
         "model": model_info(bundle, model_uri),
@@ -314,7 +310,7 @@ def _summary(
         "currency": params.tariff.currency,
         "tariff": _tariff_text(params),
         "params": params.model_dump(mode="json"),
-        "max_fill_s": max_fill_s,
+        "max_fill_s": bundle.spec.gap.max_fill_s,
     }
 
 
@@ -325,7 +321,6 @@ def report_dataset(
     *,
     period: Period,
     params: ReportParams,
-    max_fill_s: float,
     devices: Sequence[str] | None = None,
     pages: bool = True,
 ) -> dict[str, Any]:
@@ -338,6 +333,5 @@ def report_dataset(
     _check_out(out)
     bundle = load_model(model)
     return report_bundle(
-        bundle, data, out, period=period, params=params, max_fill_s=max_fill_s, devices=devices, pages=pages,
-        model_uri=model,
-    )  # fmt: skip
+        bundle, data, out, period=period, params=params, devices=devices, pages=pages, model_uri=model
+    )

@@ -1,41 +1,60 @@
-"""The in-process engine behind the service: readings -> detect / predict answers through ModelBundle.
+"""The in-process engine behind the service: readings -> detect / predict answers.
 
-Every model call goes through ``ModelBundle`` (the code ``airwatt evaluate`` uses): the newest-reading path
-stacks the windows of all devices of a call into one (B, W) tensor for ``predict_windows``; /predict of every
-reading calls ``predict_series`` per device (for the causal model one O(T) sequence pass, the exact evaluation
-path). The service splits detect into prepare -> infer -> answer so that BentoML's adaptive batching can merge
-the ``infer`` step of concurrent single-device calls.
+What a call answers is a function of the readings it sends (stateless form) or of all the readings sent in
+the session so far (session form), never of which worker answers or what it cached: the state at the newest
+reading ``t`` is the model's causal decision rule (airwatt.models.decision) over the on-probabilities of the
+last ``M`` readings, each from the window of ``W`` readings ending at it, so it depends on the last
+``history = W + M - 1`` readings only (readings before the history sent count as missing). It is exactly
+what evaluation scores (``ModelBundle.predict_series``, rule "served").
 
-/detect evaluates the window ending at the newest reading and, to say when the current state began, the
-windows ending at the readings before it that have a full window of history, up to ``detect_since_max_s``
-back (cost: one window per reading evaluated). The state of a reading is ``prob_on >= 0.5`` (no duration
-rule: a single reading has no duration). ``since`` is the first reading of the newest run of that state when
-a reading in the other state precedes the run inside the evaluated span; null otherwise.
+How it is computed (airwatt.serving.state holds each worker's device states):
+
+- *hit*: the worker holds the device's state, the call sends at least ``history`` readings, ends at most
+  ``MAX_STEP_READINGS`` after the cached newest reading and agrees with the cached readings where they
+  overlap: only the new readings are computed, one streaming step each (airwatt.models.streaming);
+- *duplicate*: the same newest reading as cached, same history: the cached answer;
+- *session*: the session form continuing the cached state: its readings are stepped (the gap policy
+  continued from the cached readings); no state: HTTP 409 (``SessionConflict``), nothing changed;
+- *miss* (no state, another history, a gap or out of order, too far ahead, fewer than ``history``
+  readings): the last ``history`` readings are run in one sequence pass, and the result is cached (unless the
+  call is older than the cached state).
+
+One lock per worker serialises the cache (the worker runs one torch thread; calls from the event loop and
+from the thread pool take turns), so concurrent calls for one device give each its own answer and the cache
+holds the newest.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from airwatt.config import ReportParams, ServeParams
+from airwatt.errors import ConfigError
 from airwatt.models import ModelBundle
-from airwatt.models.predict import ON_PROBABILITY_THRESHOLD
+from airwatt.models.causal import CausalNet
+from airwatt.models.decision import NEVER, DecisionRule, DecisionState, decide_series
+from airwatt.models.streaming import CausalStreams
+from airwatt.prepare.grid import answerable, missing_in_windows
 from airwatt.serving.inputs import (
     GridReadings,
     Limits,
     RequestError,
+    SessionConflict,
+    SessionReadings,
+    as_time,
     check_batch_size,
     to_grid,
     to_grids,
-    window_problems,
+    to_session,
+    unknown_reason,
 )
 from airwatt.serving.loading import StagedModel
 from airwatt.serving.schemas import (
@@ -46,37 +65,93 @@ from airwatt.serving.schemas import (
     PredictResponse,
     ReportRequest,
 )
+from airwatt.serving.state import Entry, StateCache
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
+# A hit steps each new reading (~0.3 ms for one device, about the same for 50 together); a miss runs the
+# history in one pass (~1.5 ms for one device): beyond this many new readings, recomputing is cheaper.
+MAX_STEP_READINGS = 8
 
 
-@dataclass(frozen=True)
-class PreparedWindows:
-    """Windows to evaluate for one device: the readings ``ends`` (ascending, the newest last) they end at."""
+@dataclass
+class Answer:
+    """The state at one device's newest reading (A appliances)."""
 
+    device_id: str
+    at_ms: int
+    aggregate_w: float  # the newest reading after the gap policy (NaN: missing)
+    known: bool
+    missing: int  # missing readings in the newest window
+    prob: np.ndarray  # (A,) float32
+    power: np.ndarray  # (A,) float32, not gated
+    on: np.ndarray  # (A,) bool
+    since_ms: list[int | None]
+
+
+@dataclass
+class _Step:
+    """A device whose cached state advances by ``k`` readings (a hit or a session)."""
+
+    index: int
+    device_id: str
+    entry: Entry
+    end_ms: int
+    values: np.ndarray  # (k,) float64 after the gap policy, NaN invalid
+    known: np.ndarray  # (k,) bool
+    missing: np.ndarray  # (k,) int
+    fill: tuple[float, int]  # the gap policy's state after these readings (GridReadings.fill_state)
+
+
+@dataclass
+class _Miss:
+    index: int
     grid: GridReadings
-    ends: np.ndarray  # (K,) slots
-    problems: list[str | None]  # (K,) why a window cannot be answered, None if it can
-    windows: np.ndarray  # (number of None problems, W) float32, normalised, in ``ends`` order
+    store: bool
 
-    @property
-    def newest_problem(self) -> str | None:
-        return self.problems[-1]
+
+def streaming_net(bundle: ModelBundle) -> CausalNet:
+    """The bundle's model if it can be served (streamed exactly); ConfigError saying why not otherwise."""
+    model = bundle.model
+    if not bundle.real_time or not isinstance(model, CausalNet):
+        raise ConfigError(
+            f"the service answers the newest reading: the {bundle.spec.arch} model predicts the "
+            f"{bundle.target} reading of its window (an offline model); serve a real-time (causal) model"
+        )
+    if not model.sequence_exact:
+        raise ConfigError(
+            f"the causal model's window ({bundle.window_length} readings) must be a power of two to be "
+            f"streamed exactly (its receptive field is {model.receptive_field}); retrain with "
+            f"train.window_length {model.receptive_field}"
+        )
+    return model
 
 
 class Engine:
-    """A loaded model and the request limits; thread-safe for inference (torch inference_mode)."""
+    """A loaded real-time model, its request limits and this worker's device states."""
 
     def __init__(self, bundle: ModelBundle, staged: StagedModel, cfg: ServeParams) -> None:
         self.bundle = bundle
         self.staged = staged
         self.cfg = cfg
-        model_fill_s = float(bundle.spec.provenance.get("max_fill_s", 0.0))
-        self.limits = Limits.of(cfg, bundle.interval_s, bundle.window_length, model_fill_s)
-        self.since_readings = int(cfg.detect_since_max_s // bundle.interval_s)
+        net = streaming_net(bundle)
+        self.limits = Limits.of(cfg, bundle)
+        self.rule = bundle.decision_rule
+        self.memory = self.rule.memory
+        self.history = self.limits.history
         self.appliances = bundle.appliances
-        self._offsets = np.arange(1 - bundle.window_length, 1)  # a window's slots relative to its end
+        if cfg.state_cache_devices < cfg.max_devices:
+            raise ConfigError(
+                f"serve.state_cache_devices ({cfg.state_cache_devices}) must hold a whole batch "
+                f"(serve.max_devices {cfg.max_devices})"
+            )
+        self.cache = StateCache(
+            CausalStreams(net, cfg.state_cache_devices),
+            capacity=cfg.state_cache_devices,
+            history=self.history,
+            appliances=len(self.appliances),
+            model_version=staged.version,
+        )
+        self.lock = threading.Lock()
 
     @classmethod
     def load(cls, staged: StagedModel, cfg: ServeParams) -> Engine:
@@ -89,6 +164,7 @@ class Engine:
     # ---- model information ------------------------------------------------------------------------------
     def info(self) -> ModelInfo:
         spec = self.bundle.spec
+        decision = spec.decision_or_plain()
         return ModelInfo(
             model_version=self.model_version,
             model_uri=self.staged.uri,
@@ -97,121 +173,368 @@ class Engine:
             window_length=spec.window_length,
             interval_s=spec.interval_s,
             min_history_s=spec.window_length * spec.interval_s,
+            history_readings=self.history,
+            decision_memory_s=self.memory * spec.interval_s,
             max_fill_s=self.limits.max_fill_s,
             max_invalid_fraction=self.limits.max_invalid_fraction,
-            detect_since_max_s=self.cfg.detect_since_max_s,
+            state_cache_devices=self.cache.capacity,
             max_readings=self.limits.max_readings,
             max_report_readings=self.cfg.max_report_readings,
             max_devices=self.limits.max_devices,
             max_power_w=self.limits.max_power_w,
-            thresholds={a: ApplianceInfo(**spec.on_off[a].model_dump()) for a in spec.appliances},
+            thresholds={
+                a: ApplianceInfo(**spec.on_off[a].model_dump(), **decision.appliances[a].model_dump())
+                for a in spec.appliances
+            },
             provenance=dict(spec.provenance),
         )
 
-    # ---- the three steps -----------------------------------------------------------------------------------
-    def prepare(self, req: DeviceReadings, since_readings: int) -> PreparedWindows:
-        """Check and grid ``req``; windows ending at the newest reading and up to since_readings before."""
-        return self.windows_of(to_grid(req, self.limits), since_readings)
-
-    def windows_of(self, grid: GridReadings, since_readings: int) -> PreparedWindows:
-        """The windows of ``grid`` ending at its newest reading and up to since_readings before."""
-        ends = self._ends(len(grid), since_readings)
-        problems = window_problems(grid, ends, self.limits)
-        if problems[-1] is not None:  # the newest cannot be answered: nothing to evaluate
-            ends, problems = ends[-1:], problems[-1:]
-        ok = ends[[p is None for p in problems]]
-        lo = int(ends[0]) - (self.limits.window_length - 1)  # the first slot any window reads
-        x = self.bundle.normalise(grid.aggregate_w[lo:], grid.valid[lo:])  # float32
-        windows = x[(ok - lo)[:, None] + self._offsets]  # (K_ok, W), a copy
-        return PreparedWindows(grid, ends, problems, windows)
-
-    def prepare_all(self, requests: Sequence[DeviceReadings], since_readings: int) -> list[PreparedWindows]:
-        """``prepare`` of every request; a batch of one length in the compact form (the platform's) with
-        nothing missing is gridded and normalised in one pass (the same windows). RequestErrors name the
-        device (``devices[i].field``)."""
+    # ---- the states at the newest readings -----------------------------------------------------------------
+    def states(self, requests: Sequence[DeviceReadings]) -> list[Answer]:
+        """The answer at each request's newest reading (module docstring). RequestError (422) names the
+        device's field in a batch; SessionConflict (409) changes nothing."""
         check_batch_size(len(requests), self.limits)
+        parsed = self._parse(requests)
+        with self.lock:
+            steps, misses, answers = self._classify(parsed)
+            if steps:
+                for i, answer in self._step(steps).items():
+                    answers[i] = answer
+            if misses:
+                for i, answer in self._fresh(misses).items():
+                    answers[i] = answer
+        assert all(a is not None for a in answers)
+        return [a for a in answers if a is not None]
+
+    def _parse(self, requests: Sequence[DeviceReadings]) -> list[GridReadings | SessionReadings]:
+        prefix = len(requests) > 1
+        seen: dict[str, int] = {}
+        for i, r in enumerate(requests):
+            if r.device_id in seen:
+                raise RequestError(
+                    f"devices[{i}].device_id", f"device {r.device_id!r} also at devices[{seen[r.device_id]}]"
+                )
+            seen[r.device_id] = i
         grids = to_grids(requests, self.limits)
-        if grids is None:
-            return [_under(i, self.prepare, r, since_readings) for i, r in enumerate(requests)]
-        if not all(g.valid.all() for g in grids):
-            return [self.windows_of(g, since_readings) for g in grids]
-        ends = self._ends(len(grids[0]), since_readings)
-        lo = int(ends[0]) - (self.limits.window_length - 1)
-        x = self.bundle.normalise(np.stack([g.aggregate_w[lo:] for g in grids]))  # (D, n - lo), all valid
-        windows = x[:, (ends - lo)[:, None] + self._offsets]  # (D, K, W)
-        problems: list[str | None] = [None] * len(ends)
-        return [PreparedWindows(g, ends, problems, w) for g, w in zip(grids, windows, strict=True)]
+        if grids is not None:
+            return list(grids)
+        out: list[GridReadings | SessionReadings] = []
+        for i, r in enumerate(requests):
+            try:
+                out.append(to_session(r, self.limits) if r.continues is not None else to_grid(r, self.limits))
+            except RequestError as e:
+                raise (e.under(f"devices[{i}]") if prefix else e) from None
+        return out
 
-    def windows_needed(self, requests: Sequence[DeviceReadings], since_readings: int) -> int:
-        """About how many windows ``prepare_all`` gives these requests (from the number of readings sent)."""
-        w, most = self.limits.window_length, since_readings + 1
-        return sum(min(most, max(1, len(r.power_w) - w + 1)) for r in requests)
+    def _classify(
+        self, parsed: list[GridReadings | SessionReadings]
+    ) -> tuple[list[_Step], list[_Miss], list[Answer | None]]:
+        """Hits and sessions to step, misses to compute, duplicates answered; SessionConflict first."""
+        conflicts = [
+            i
+            for i, p in enumerate(parsed)
+            if isinstance(p, SessionReadings)
+            and ((e := self.cache.entries.get(p.device_id)) is None or e.last_ms != p.continues_ms)
+        ]
+        if conflicts:
+            self.cache.count("conflict")
+            raise SessionConflict(
+                [f"devices[{i}].continues" if len(parsed) > 1 else "continues" for i in conflicts],
+                [parsed[i].device_id for i in conflicts],
+                self.history,
+                self.limits.interval_s,
+            )
+        steps: list[_Step] = []
+        misses: list[_Miss] = []
+        answers: list[Answer | None] = [None] * len(parsed)
+        for i, p in enumerate(parsed):
+            entry = self.cache.get(p.device_id)
+            if isinstance(p, SessionReadings):
+                assert entry is not None
+                self.cache.count("session")
+                steps.append(self._session_step(i, entry, p))
+                continue
+            outcome = self._lookup(entry, p)
+            self.cache.count(outcome)
+            if outcome == "duplicate":
+                assert entry is not None
+                answers[i] = self._cached_answer(p.device_id, entry, p)
+            elif outcome == "hit":
+                assert entry is not None
+                steps.append(self._hit_step(i, entry, p))
+            else:
+                misses.append(_Miss(i, p, store=outcome != "miss_behind"))
+        return steps, misses, answers
 
-    def _ends(self, readings: int, since_readings: int) -> np.ndarray:
-        """The slots windows end at: the newest and up to since_readings before it with a full window."""
-        return np.arange(max(self.limits.window_length - 1, readings - 1 - since_readings), readings)
+    def _lookup(self, entry: Entry | None, g: GridReadings) -> str:
+        """How a stateless call relates to the cached state (state.OUTCOMES)."""
+        if entry is None:
+            return "miss_absent"
+        ahead, off_grid = divmod(g.end_ms - entry.last_ms, g.interval_ms)
+        if off_grid:
+            return "miss_history"
+        if ahead < 0:
+            return "miss_behind"
+        if len(g) < self.history:
+            return "miss_short"
+        if ahead > MAX_STEP_READINGS:
+            return "miss_ahead"
+        n, overlap = len(g), self.history - ahead
+        sent = g.aggregate_w[n - self.history : n - ahead]  # the slots the cache also holds
+        cached = self._ring(entry, entry.last_ms, overlap)
+        same = (sent == cached) | (np.isnan(sent) & np.isnan(cached))
+        if not same.all():
+            return "miss_history"
+        return "duplicate" if ahead == 0 else "hit"
 
-    def infer(self, windows: np.ndarray) -> np.ndarray:
-        """(B, W) normalised windows -> (B, 2A) float32: watts of each appliance, then on-probabilities."""
-        if len(windows) == 0:
-            return np.zeros((0, 2 * len(self.bundle.appliances)), np.float32)
-        power_w, prob_on = self.bundle.predict_windows(torch.from_numpy(np.asarray(windows, np.float32)))
-        return torch.cat([power_w, prob_on], dim=1).cpu().numpy()
+    def _slot(self, ms: int) -> int:
+        return ms // self.limits.interval_ms
 
-    def answer_detect(self, prep: PreparedWindows, outputs: np.ndarray) -> DetectResponse:
-        """The detect answer from ``infer``'s rows for ``prep.windows`` (validated from plain dicts in one
-        pydantic call: a third cheaper than an object per appliance, twice as fast as model_construct)."""
-        grid, apps = prep.grid, self.appliances
-        at = grid.time_of(int(prep.ends[-1]))
-        if prep.newest_problem is not None:
+    def _ring(self, entry: Entry, end_ms: int, n: int) -> np.ndarray:
+        """The cached readings of the ``n`` slots ending at ``end_ms`` (which the ring must hold)."""
+        end = self._slot(end_ms)
+        return self.cache.values[entry.row, np.arange(end - n + 1, end + 1) % self.history]
+
+    def _hit_step(self, i: int, entry: Entry, g: GridReadings) -> _Step:
+        k = (g.end_ms - entry.last_ms) // g.interval_ms
+        w = self.limits.window_length
+        missing = missing_in_windows(g.valid, w)[-k:]
+        known = g.valid[-k:] & (missing <= self.limits.max_missing)
+        return _Step(
+            i, g.device_id, entry, g.end_ms, g.aggregate_w[-k:].copy(), known, missing, g.fill_state()
+        )
+
+    def _session_step(self, i: int, entry: Entry, s: SessionReadings) -> _Step:
+        """The gap policy and the window's missing count continued from the cached readings."""
+        k, w = len(s.raw_w), self.limits.window_length
+        values = np.empty(k)
+        last, run = entry.last_value, entry.missing_run
+        for j, v in enumerate(s.raw_w.tolist()):
+            if v == v:  # present
+                last, run = v, 0
+                values[j] = v
+            else:
+                run += 1
+                values[j] = last if run <= self.limits.fill_slots else np.nan
+        invalid = np.isnan(values)
+        # Invalid readings among the window ending at each new slot: the cached count, plus the new
+        # invalid ones, minus those that left the window (from the ring, then from the new readings).
+        older = self._ring(entry, entry.last_ms, w)  # the last w cached slots
+        left = np.concatenate([np.isnan(older), invalid])[:k]  # the slot leaving as each new one enters
+        missing = entry.missing_in_window + np.cumsum(invalid.astype(np.int64) - left.astype(np.int64))
+        known = ~invalid & (missing <= self.limits.max_missing)
+        return _Step(i, s.device_id, entry, s.end_ms, values, known, missing, (last, run))
+
+    def _step(self, steps: list[_Step]) -> dict[int, Answer]:
+        """Advance every stepped device reading by reading, all devices of a step in one model call."""
+        iv = self.limits.interval_ms
+        answers: dict[int, Answer] = {}
+        longest = max(len(s.values) for s in steps)
+        for j in range(longest):
+            active = [s for s in steps if len(s.values) > j]
+            rows = self.cache.rows([s.entry for s in active])
+            ends = np.array([s.end_ms - (len(s.values) - 1 - j) * iv for s in active], np.int64)
+            slots = ends // iv
+            values = np.array([s.values[j] for s in active])
+            known = np.array([s.known[j] for s in active])
+            x = self.bundle.normalise(values)
+            with torch.inference_mode():
+                out = self.cache.streams.step(
+                    torch.from_numpy(rows), torch.from_numpy(slots), torch.from_numpy(x)
+                )
+                power, prob = self.bundle.decoder.raw(out)
+            power_np, prob_np = power.numpy(), prob.numpy()
+            on, since = self._decide_rows(rows, prob_np, known, slots)
+            self.cache.values[rows, slots % self.history] = values
+            self._remember(rows, prob_np, power_np, on, since, known)
+            for r, s in enumerate(active):
+                if j == len(s.values) - 1:
+                    answers[s.index] = self._answer(
+                        s.device_id,
+                        s.entry.row,
+                        int(ends[r]),
+                        float(values[r]),
+                        bool(known[r]),
+                        int(s.missing[j]),
+                    )
+        for s in steps:
+            self._update_entry(s.entry, s.end_ms, s.fill)
+        return answers
+
+    def _decide_rows(
+        self, rows: np.ndarray, prob: np.ndarray, known: np.ndarray, slots: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        d = self.cache.decision
+        state = DecisionState(*(a[rows] for a in d.arrays()))
+        on, since = state.step(self.rule, prob, known, slots)
+        for name, values in zip(DecisionState.FIELDS, state.arrays(), strict=True):
+            getattr(d, name)[rows] = values
+        return on, since
+
+    def _remember(
+        self,
+        rows: np.ndarray,
+        prob: np.ndarray,
+        power: np.ndarray,
+        on: np.ndarray,
+        since: np.ndarray,
+        known: np.ndarray,
+    ) -> None:
+        c = self.cache
+        c.prob[rows], c.power[rows], c.on[rows], c.since[rows], c.known[rows] = prob, power, on, since, known
+
+    def _update_entry(self, entry: Entry, end_ms: int, fill: tuple[float, int]) -> None:
+        """The entry's newest time, the gap policy's state there, and the invalid readings of the window
+        ending there (from its ring)."""
+        entry.last_ms = end_ms
+        entry.last_value, entry.missing_run = fill
+        values = self._ring(entry, end_ms, self.limits.window_length)
+        entry.missing_in_window = int(np.isnan(values).sum())
+
+    def _answer(
+        self, device_id: str, row: int, at_ms: int, aggregate_w: float, known: bool, missing: int
+    ) -> Answer:
+        """The cached answer of ``row`` (its newest reading at ``at_ms``)."""
+        c = self.cache
+        return Answer(
+            device_id=device_id,
+            at_ms=at_ms,
+            aggregate_w=aggregate_w,
+            known=known,
+            missing=missing,
+            prob=c.prob[row].copy(),
+            power=c.power[row].copy(),
+            on=c.on[row].copy(),
+            since_ms=self._since_ms(at_ms, c.since[row]),
+        )
+
+    def _since_ms(self, at_ms: int, since_slots: np.ndarray) -> list[int | None]:
+        """Slots to times, counted back from the newest reading (its phase); NEVER -> None."""
+        iv, at = self.limits.interval_ms, at_ms // self.limits.interval_ms
+        return [None if s == NEVER else at_ms - (at - int(s)) * iv for s in since_slots.tolist()]
+
+    def _cached_answer(self, device_id: str, entry: Entry, g: GridReadings) -> Answer:
+        missing = int(missing_in_windows(g.valid, self.limits.window_length)[-1])
+        known = bool(self.cache.known[entry.row])
+        return self._answer(device_id, entry.row, g.end_ms, float(g.aggregate_w[-1]), known, missing)
+
+    def _fresh(self, misses: list[_Miss]) -> dict[int, Answer]:
+        """The last ``history`` readings of every missed call in one sequence pass; cached unless older."""
+        h, m, a = self.history, self.memory, len(self.appliances)
+        b = len(misses)
+        values = np.full((b, h), np.nan)
+        known = np.zeros((b, h), bool)  # readings before those sent: not answered
+        missing = np.zeros((b, h), np.int64)
+        w, frac = self.limits.window_length, self.limits.max_invalid_fraction
+        for r, miss in enumerate(misses):
+            g = miss.grid
+            n = min(len(g), h)
+            values[r, h - n :] = g.aggregate_w[-n:]
+            known[r, h - n :] = answerable(g.valid, w, frac)[-n:]
+            missing[r, h - n :] = missing_in_windows(g.valid, w)[-n:]
+        valid = ~np.isnan(values)
+        x = torch.from_numpy(self.bundle.normalise(values.reshape(-1), valid.reshape(-1)).reshape(b, h))
+        with torch.inference_mode():
+            out, tails = self.cache.streams.seed(x, keep=m)  # (B, M, A) each
+            power, prob = self.bundle.decoder.raw(out)
+        # The rule over every device at once: appliance columns of all devices side by side.
+        rule = _tiled(self.rule, b)
+        prob_cols = prob.numpy().transpose(1, 0, 2).reshape(m, b * a)
+        known_cols = np.repeat(known[:, -m:].T, a, axis=1)
+        decided = decide_series(rule, prob_cols, known_cols)
+        iv = self.limits.interval_ms
+        ends = np.array([miss.grid.end_ms for miss in misses], np.int64)
+        first = np.repeat(ends // iv - m + 1, a)  # slot of each column's first decided reading
+        final = [np.where(arr[0] == NEVER, NEVER, arr[0] + first) if k >= 2 else arr[0] for k, arr in
+                 enumerate(decided.final.arrays())]  # fmt: skip
+        since = np.where(decided.since[-1] == NEVER, NEVER, decided.since[-1] + first).reshape(b, a)
+        on = decided.on[-1].reshape(b, a)
+        last_power, last_prob = power.numpy()[:, -1], prob.numpy()[:, -1]
+        answers: dict[int, Answer] = {}
+        stored = [r for r, miss in enumerate(misses) if miss.store]
+        if stored:
+            entries = [self.cache.claim(misses[r].grid.device_id) for r in stored]
+            rows = self.cache.rows(entries)
+            sel = np.array(stored)
+            with torch.inference_mode():
+                self.cache.streams.store(
+                    torch.from_numpy(rows), torch.from_numpy(ends[sel] // iv), [t[sel] for t in tails]
+                )
+            slots = (ends[sel] // iv)[:, None] - np.arange(h - 1, -1, -1)
+            self.cache.values[rows[:, None], slots % h] = values[sel]
+            d = self.cache.decision
+            for name, arr in zip(DecisionState.FIELDS, final, strict=True):
+                getattr(d, name)[rows] = arr.reshape(b, a)[sel]
+            self._remember(rows, last_prob[sel], last_power[sel], on[sel], since[sel], known[sel, -1])
+            for entry, r in zip(entries, stored, strict=True):
+                self._update_entry(entry, int(ends[r]), misses[r].grid.fill_state())
+        for r, miss in enumerate(misses):
+            answers[miss.index] = Answer(
+                device_id=miss.grid.device_id,
+                at_ms=int(ends[r]),
+                aggregate_w=float(values[r, -1]),
+                known=bool(known[r, -1]),
+                missing=int(missing[r, -1]),
+                prob=last_prob[r].copy(),
+                power=last_power[r].copy(),
+                on=on[r].copy(),
+                since_ms=self._since_ms(int(ends[r]), since[r]),
+            )
+        return answers
+
+    # ---- answers -------------------------------------------------------------------------------------------
+    def detect(self, requests: Sequence[DeviceReadings]) -> list[DetectResponse]:
+        """Which appliances are on at each device's newest reading, with probability and since when."""
+        answers = self.states(requests)
+        return [self._detect_response(r.device_id, a) for r, a in zip(requests, answers, strict=True)]
+
+    def _detect_response(self, device_id: str, a: Answer) -> DetectResponse:
+        at = as_time(a.at_ms)
+        if not a.known:
             return DetectResponse(
-                device_id=grid.device_id, model_version=self.model_version, at=at, status="unknown",
-                reason=prep.newest_problem, appliances={},
+                device_id=device_id, model_version=self.model_version, at=at, status="unknown",
+                reason=unknown_reason(at, not np.isnan(a.aggregate_w), a.missing, self.limits), appliances={},
             )  # fmt: skip
-        n_app = len(apps)
-        if len(outputs) == len(prep.ends):  # every window answered (the common case)
-            prob = outputs[:, n_app:]  # (K, A)
-        else:
-            prob = np.full((len(prep.ends), n_app), np.nan, np.float32)  # NaN where not answered
-            prob[[p is None for p in prep.problems]] = outputs[:, n_app:]
-        on = prob >= ON_PROBABILITY_THRESHOLD
-        newest_on, newest_prob = on[-1].tolist(), prob[-1].astype(np.float64).tolist()
-        since: list[datetime | None] = [None] * n_app
-        if len(on) > 1:
-            unknown = np.isnan(prob)
-            for j in range(n_app):
-                k = _run_start(on[:, j], unknown[:, j])
-                since[j] = None if k is None else grid.time_of(int(prep.ends[k]))
-        values = zip(apps, newest_on, newest_prob, since, strict=True)
-        states = {a: {"on": o, "prob_on": p, "since": t} for a, o, p, t in values}
+        since = [None if s is None else as_time(s) for s in a.since_ms]
+        on: list[bool] = list(a.on.tolist())
+        prob: list[float] = [float(p) for p in a.prob]
+        values = zip(self.appliances, on, prob, since, strict=True)
+        states = {name: {"on": o, "prob_on": p, "since": t} for name, o, p, t in values}
         return DetectResponse.model_validate({
-            "device_id": grid.device_id, "model_version": self.model_version, "at": at, "status": "ok",
+            "device_id": device_id, "model_version": self.model_version, "at": at, "status": "ok",
             "reason": None, "appliances": states,
         })  # fmt: skip
 
-    def answer_newest_prediction(self, prep: PreparedWindows, outputs: np.ndarray) -> PredictResponse:
-        """/predict with newest_only: watts at the newest reading from its window (null if unknown)."""
-        grid, apps = prep.grid, self.bundle.appliances
-        newest = int(prep.ends[-1])
-        if prep.newest_problem is not None:
-            power: list[float | None] = [None] * len(apps)
-            remainder = None
+    def predict(self, requests: Sequence[DeviceReadings], newest_only: bool) -> list[PredictResponse]:
+        """Watts per appliance: at the newest reading (the served state's watts), or of every reading."""
+        if not newest_only:
+            check_batch_size(len(requests), self.limits)
+            return [_under(i, len(requests), self.predict_series, r) for i, r in enumerate(requests)]
+        answers = self.states(requests)
+        return [self._newest_prediction(r.device_id, a) for r, a in zip(requests, answers, strict=True)]
+
+    def _newest_prediction(self, device_id: str, a: Answer) -> PredictResponse:
+        if a.known:
+            watts = np.where(a.on, a.power, 0.0).astype(np.float64)
+            power: list[float | None] = list(watts.tolist())
+            remainder: float | None = float(a.aggregate_w - watts.sum())
         else:
-            values = outputs[-1, : len(apps)].astype(np.float64)
-            power = list(values.tolist())
-            remainder = float(grid.aggregate_w[newest] - values.sum())
+            power, remainder = [None] * len(self.appliances), None
         return PredictResponse(
-            device_id=grid.device_id,
+            device_id=device_id,
             model_version=self.model_version,
-            start=grid.time_of(newest),
+            start=as_time(a.at_ms),
             interval_s=self.limits.interval_s,
-            power_w={a: [p] for a, p in zip(apps, power, strict=True)},
+            power_w={name: [p] for name, p in zip(self.appliances, power, strict=True)},
             remainder_w=[remainder],
-            predicted=[prep.newest_problem is None],
+            predicted=[a.known],
         )
 
     def predict_series(self, req: DeviceReadings) -> PredictResponse:
-        """/predict of every reading: ModelBundle.predict_series on the gridded readings (as evaluation)."""
+        """/predict of every reading: ModelBundle.predict_series on the gridded readings (as evaluation:
+        each reading's served answer, the history before the first reading counting as missing)."""
+        if req.continues is not None:
+            raise RequestError("continues", "predict of every reading takes the whole series, not a session")
         grid = to_grid(req, self.limits)
         pred = self.bundle.predict_series(grid.aggregate_w, grid.valid)
         power = pred.power_w.astype(np.float64)  # (T, A)
@@ -227,12 +550,13 @@ class Engine:
             predicted=ok.tolist(),
         )
 
-    # ---- whole calls (batch endpoints, tests, benchmarks) --------------------------------------------------
     def report(self, req: ReportRequest, params: ReportParams) -> dict[str, Any]:
         """POST /report: the readings on the grid (the gap policy above), predicted through
         ModelBundle.predict_series, then the report core of `airwatt report` (airwatt.report)."""
         from airwatt.report import report_for_series
 
+        if req.continues is not None:
+            raise RequestError("continues", "a report takes the period's readings, not a session")
         grid = to_grid(req, dataclasses.replace(self.limits, max_readings=self.cfg.max_report_readings))
         pred = self.bundle.predict_series(grid.aggregate_w, grid.valid)
         timestamps_ms = grid.start_ms + np.arange(len(grid), dtype=np.int64) * grid.interval_ms
@@ -251,55 +575,48 @@ class Engine:
         )
         return {"model_version": self.model_version, **body}
 
-    def prepare_detect(self, req: DeviceReadings) -> PreparedWindows:
-        return self.prepare(req, self.since_readings)
 
-    def prepare_newest(self, req: DeviceReadings) -> PreparedWindows:
-        return self.prepare(req, 0)
-
-    def detect(self, requests: Sequence[DeviceReadings]) -> list[DetectResponse]:
-        """Detect for many devices with ONE model call over all their windows."""
-        preps = self.prepare_all(requests, self.since_readings)
-        return [self.answer_detect(p, o) for p, o in zip(preps, self._infer_all(preps), strict=True)]
-
-    def predict(self, requests: Sequence[DeviceReadings], newest_only: bool) -> list[PredictResponse]:
-        """Predict for many devices: the newest reading (one model call) or every reading (per device)."""
-        if not newest_only:
-            check_batch_size(len(requests), self.limits)
-            return [_under(i, self.predict_series, r) for i, r in enumerate(requests)]
-        preps = self.prepare_all(requests, 0)
-        outputs = self._infer_all(preps)
-        return [self.answer_newest_prediction(p, o) for p, o in zip(preps, outputs, strict=True)]
-
-    def _infer_all(self, preps: list[PreparedWindows]) -> list[np.ndarray]:
-        """One model call over every device's windows, split back per device."""
-        outputs = self.infer(np.concatenate([p.windows for p in preps]))  # (sum K_ok, 2A)
-        bounds = np.cumsum([len(p.windows) for p in preps])[:-1]
-        return np.split(outputs, bounds)
+def _tiled(rule: DecisionRule, times: int) -> DecisionRule:
+    """The rule for ``times`` devices' appliance columns side by side."""
+    return DecisionRule(
+        np.tile(rule.on_prob, times),
+        np.tile(rule.off_prob, times),
+        np.tile(rule.mid_prob, times),
+        np.tile(rule.n_on, times),
+        np.tile(rule.n_off, times),
+        rule.memory,
+    )
 
 
-def _under(i: int, fn: Callable[..., T], req: DeviceReadings, *args: Any) -> T:
-    """``fn(req, *args)`` with a RequestError's field placed under ``devices[i]``."""
+def _under(i: int, n: int, fn: Any, req: DeviceReadings) -> Any:
+    """``fn(req)`` with a RequestError's field placed under ``devices[i]`` in a batch."""
     try:
-        return fn(req, *args)
+        return fn(req)
     except RequestError as e:
-        raise e.under(f"devices[{i}]") from None
+        raise (e.under(f"devices[{i}]") if n > 1 else e) from None
 
 
 def _nullable(values: np.ndarray, ok: np.ndarray) -> list[float | None]:
     return [float(v) if k else None for v, k in zip(values.tolist(), ok.tolist(), strict=True)]
 
 
-def _run_start(state: np.ndarray, unknown: np.ndarray) -> int | None:
-    """Index where the last run of ``state[-1]`` begins, if a known opposite state precedes it; else None."""
-    i = len(state) - 1
-    while i > 0 and not unknown[i - 1] and state[i - 1] == state[-1]:
-        i -= 1
-    if i == 0 or unknown[i - 1]:
-        return None
-    return i
-
-
 def configure_torch(threads: int) -> None:
     """Intra-op threads of this process (one per worker: the workers already use the cores)."""
     torch.set_num_threads(threads)
+
+
+def expected_history_passes(engine: Engine, requests: Sequence[DeviceReadings]) -> int:
+    """About how many devices of a call will need a history pass (a cache miss): a lock-free peek at the
+    cache, used only to choose between the event loop and a thread (never for the answer)."""
+    iv = engine.limits.interval_ms
+    passes = 0
+    for r in requests:
+        if r.continues is not None:
+            continue
+        entry = engine.cache.entries.get(r.device_id)
+        if entry is None or r.start is None:
+            passes += 1
+            continue
+        end_ms = round(r.start.timestamp() * 1000) + (len(r.power_w) - 1) * iv
+        passes += not 0 <= end_ms - entry.last_ms <= MAX_STEP_READINGS * iv
+    return passes

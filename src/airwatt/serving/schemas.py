@@ -29,6 +29,11 @@ class DeviceReadings(_Body):
     ``start + i * interval_s``. Alternative: ``timestamps`` (one per reading, strictly increasing) instead of
     ``start``/``interval_s``, for irregular senders; the readings are then placed on the model's grid the way
     training data is (airwatt.prepare.grid: each on the slot containing it, several in one slot averaged).
+
+    Session form, for clients that keep a session with one worker: ``continues`` (the time of the last
+    reading sent before) and ``power_w`` with only the readings after it, at the model's cadence (``start``
+    defaults to one interval after ``continues``). A worker that holds no state ending exactly there answers
+    HTTP 409: resend the history in one of the forms above.
     """
 
     device_id: str = Field(min_length=1, max_length=200, examples=["d-0001"])
@@ -43,6 +48,11 @@ class DeviceReadings(_Body):
     )
     power_w: list[PowerReading] = Field(
         min_length=1, description="aggregate watts, oldest first; null marks a missing reading"
+    )
+    continues: AwareDatetime | None = Field(
+        default=None,
+        description="session form: the time of the last reading sent before; power_w holds only the "
+        "readings after it (409 if this worker holds no state ending there)",
     )
 
     @field_validator("timestamps")
@@ -61,6 +71,12 @@ class DeviceReadings(_Body):
 
     @model_validator(mode="after")
     def _one_time_form(self) -> DeviceReadings:
+        if self.continues is not None:
+            if self.timestamps is not None:
+                raise ValueError(
+                    "the session form (continues) takes readings at the model's cadence, not timestamps"
+                )
+            return self
         if self.timestamps is not None:
             if self.start is not None or self.interval_s is not None:
                 raise ValueError("give either timestamps or start + interval_s, not both")
@@ -116,11 +132,13 @@ Status = Literal["ok", "unknown"]
 
 
 class ApplianceState(BaseModel):
-    on: bool
-    prob_on: float = Field(description="probability that the appliance is on at the newest reading")
+    on: bool = Field(description="the state by the model's causal decision rule (docs/serving.md)")
+    prob_on: float = Field(
+        description="the model's probability that the appliance is on at the newest reading"
+    )
     since: datetime | None = Field(
-        description="when the current state began, if inside the readings evaluated (see /model "
-        "detect_since_max_s); null: earlier than that"
+        description="the first reading of the run that confirmed the current state, when the previous "
+        "state's confirmation lies inside the rule's memory (/model decision_memory_s); null: earlier"
     )
 
 
@@ -160,6 +178,12 @@ class ApplianceInfo(BaseModel):
     min_on_s: float
     min_off_s: float
     max_w: float
+    on_prob: float = Field(description="decision rule: on-qualifying probability")
+    off_prob: float = Field(description="decision rule: off-qualifying below this (hysteresis)")
+    confirm_on_s: float = Field(description="decision rule: an on-run is confirmed once it lasted this long")
+    confirm_off_s: float = Field(
+        description="decision rule: an off-run is confirmed once it lasted this long"
+    )
 
 
 class ModelInfo(BaseModel):
@@ -169,10 +193,15 @@ class ModelInfo(BaseModel):
     appliances: list[str]
     window_length: int
     interval_s: float
-    min_history_s: float = Field(description="readings a request must cover: window_length * interval_s")
-    max_fill_s: float = Field(description="gaps up to this long are forward-filled")
+    min_history_s: float = Field(description="history a request must cover: window_length * interval_s")
+    history_readings: int = Field(
+        description="readings the answer at the newest depends on (window + decision memory - 1): send at "
+        "least these for the full rule and for a worker to continue its cached state"
+    )
+    decision_memory_s: float = Field(description="how far back the decision rule reads")
+    max_fill_s: float = Field(description="the first max_fill_s of a gap are forward-filled")
     max_invalid_fraction: float = Field(description="windows with more missing readings answer 'unknown'")
-    detect_since_max_s: float
+    state_cache_devices: int = Field(description="device states one worker keeps (LRU)")
     max_readings: int
     max_report_readings: int
     max_devices: int

@@ -45,6 +45,7 @@ from airwatt.models import (
     spec_from_prepared,
 )
 from airwatt.models.registry import model_class
+from airwatt.models.tuning import DecisionGrid, tune_bundle
 from airwatt.prepare import ARRAYS
 from airwatt.timeutil import from_epoch_ms
 from airwatt.training.callbacks import EpochMetricsTable, write_rows
@@ -68,6 +69,7 @@ RUN_KEYS = frozenset(
         "strategy",
         "precision",
         "checkpoint_dir",
+        "decision",
         "arch",
         "model",
         "window_length",
@@ -287,7 +289,14 @@ def train(
     assert cfg.window_length is not None and cfg.target is not None
     L.seed_everything(cfg.seed, workers=True)
     data_version = tracking.dataset_version(data_dir)
-    spec = spec_from_prepared(data_dir, cfg.model, arch_kwargs, cfg.window_length, cfg.target)
+    spec = spec_from_prepared(
+        data_dir,
+        cfg.model,
+        arch_kwargs,
+        cfg.window_length,
+        cfg.target,
+        max_invalid_fraction=cfg.max_invalid_fraction,
+    )
     ckpt_dir = Path(cfg.checkpoint_dir) / f"{cfg.model}-{config_hash(cfg, arch_kwargs, data_version)}"
     last = ckpt_dir / "last.ckpt"
     resume = last if last.is_file() and not fresh and not fast_dev_run else None
@@ -333,10 +342,11 @@ def train(
         "data_version": data_version,
         "data_dir": str(data_dir),
         "run_id": run_id,
-        "max_fill_s": prepared_max_fill_s(data_dir),
         **tracking.git_state(),
     }
     bundle = ModelBundle(spec.model_copy(update={"provenance": provenance}), module.model.cpu())
+    if bundle.real_time:
+        bundle = tune_bundle(bundle, data_dir, decision_grid(cfg))
     bundle.save(out_dir)
     summary: dict[str, Any] = {"model": cfg.model, "global_step": trainer.global_step, "epochs": len(rows)}
     summary |= best
@@ -435,6 +445,7 @@ def power_learnable(data_dir: Path, spec: ModelSpec) -> list[bool]:
     return learnable
 
 
-def prepared_max_fill_s(data_dir: Path) -> float:
-    """The gap-filling rule the training data was prepared with (serving grids its input the same way)."""
-    return float(json.loads((data_dir / "train" / "index.json").read_text())["max_fill_s"])
+def decision_grid(cfg: TrainParams) -> DecisionGrid:
+    """params.yaml ``train.decision`` as the tuning search's candidates."""
+    d = cfg.decision
+    return DecisionGrid(memory_s=d.memory_s, on_prob=d.on_prob, band=d.band, confirm_s=d.confirm_s)
