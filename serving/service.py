@@ -28,10 +28,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import bentoml
+import pydantic_core
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from airwatt.serving.engine import Engine, configure_torch, expected_history_passes
+from airwatt.serving.engine import Engine, configure_threads, expected_history_passes
 from airwatt.serving.inputs import RequestError, SessionConflict
 from airwatt.serving.loading import (
     StagedModel,
@@ -58,7 +59,6 @@ log = logging.getLogger("airwatt.serving")
 SETTINGS = serve_settings()
 REPORT_SETTINGS = report_settings()
 T = TypeVar("T")
-
 
 
 @functools.cache
@@ -89,10 +89,12 @@ def conflict(e: SessionConflict) -> JSONResponse:
     return JSONResponse({"error": str(e), "field": e.fields[0], "devices": e.devices}, status_code=409)
 
 
-def as_json(body: BaseModel) -> Response:
+def as_json(body: BaseModel | dict[str, Any]) -> Response:
     """``body`` serialised once, by pydantic. Returned as is by BentoML, which would otherwise dump a
-    response model twice (to Python, then to JSON)."""
-    return Response(body.model_dump_json(), media_type="application/json")
+    response model twice (to Python, then to JSON). Detect answers are plain rows of their schema
+    (Engine.detect_rows): no model object per device on the hot path."""
+    text = body.model_dump_json() if isinstance(body, BaseModel) else pydantic_core.to_json(body)
+    return Response(text, media_type="application/json")
 
 
 @bentoml.service(name="airwatt", **service_config(SETTINGS))
@@ -103,7 +105,7 @@ class AirWatt:
         stage_model(SETTINGS.model_uri)
 
     def __init__(self) -> None:
-        configure_torch(SETTINGS.torch_threads)
+        configure_threads(SETTINGS.torch_threads)
         staged = StagedModel.from_env() or stage_model(SETTINGS.model_uri)
         self.engine = Engine.load(staged, SETTINGS)
         self._counted = dict.fromkeys(OUTCOMES, 0)
@@ -139,7 +141,7 @@ class AirWatt:
     async def detect(self, request: DeviceReadings, /) -> DetectResponse:
         """Which appliances are on at the newest reading, with probability and since when."""
         try:
-            results = await self._call([request], self.engine.detect, [request])
+            results = await self._call([request], self.engine.detect_rows, [request])
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
         except SessionConflict as e:
@@ -163,13 +165,12 @@ class AirWatt:
     async def detect_batch(self, request: DetectBatchRequest, /) -> DetectBatchResponse:
         """/detect for many devices in one call (one model invocation)."""
         try:
-            results = await self._call(request.devices, self.engine.detect, request.devices)
+            rows = await self._call(request.devices, self.engine.detect_rows, request.devices)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
         except SessionConflict as e:
             return conflict(e)  # type: ignore[return-value]
-        response = DetectBatchResponse(model_version=self.engine.model_version, results=results)
-        return as_json(response)  # type: ignore[return-value]
+        return as_json({"model_version": self.engine.model_version, "results": rows})  # type: ignore[return-value]
 
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, request: PredictBatchRequest, /) -> PredictBatchResponse:
@@ -198,5 +199,5 @@ class AirWatt:
 
     @bentoml.api(route="/model")
     def model(self) -> ModelInfo:
-        """The served model: version, appliances, window, decision rule, request limits."""
-        return self.engine.info()
+        """The served model: version, appliances, window, decision rule, request limits, this worker."""
+        return self.engine.info().model_copy(update={"worker": bentoml.server_context.worker_index})

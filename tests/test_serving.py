@@ -389,14 +389,14 @@ def test_small_calls_run_in_the_event_loop_and_history_passes_in_a_thread(
     many = engine.cfg.inline_max_misses + 1
     devices = [body(readings(h, seed=i), f"t-{i}") for i in range(many)]
     first = client.post("/detect_batch", json={"devices": devices})  # all new: history passes
-    assert first.status_code == 200 and threaded == ["detect"]
+    assert first.status_code == 200 and threaded == ["detect_rows"]
     later = [
         body(readings(h, seed=i, offset=1), f"t-{i}", start=T0 + pd.Timedelta(seconds=5)) for i in range(many)
     ]
     second = client.post("/detect_batch", json={"devices": later})  # all continue the cache: one step
-    assert second.status_code == 200 and threaded == ["detect"]
+    assert second.status_code == 200 and threaded == ["detect_rows"]
     series = client.post("/predict_batch", json={"devices": devices[:1]})  # whole series: in a thread
-    assert series.status_code == 200 and threaded == ["detect", "predict"]
+    assert series.status_code == 200 and threaded == ["detect_rows", "predict"]
 
 
 def test_a_session_call_without_state_is_a_409_naming_the_device(client: TestClient) -> None:
@@ -667,3 +667,22 @@ def test_report_endpoint_rejects_a_bad_zone_and_too_many_readings(client: TestCl
     too_many = engine.cfg.max_report_readings + 1
     resp = client.post("/report", json=body([100.0] * too_many))
     assert resp.status_code == 422 and resp.json()["field"] == "power_w"
+
+
+def test_the_rows_the_service_sends_are_the_typed_answers(engine: Engine) -> None:
+    """The service writes Engine.detect_rows straight to JSON; they follow the DetectResponse schema and
+    say what the typed answers say (prob_on rounded to 6 decimals)."""
+    from airwatt.serving.schemas import DetectResponse
+
+    h = engine.history
+    power = readings(h)
+    long_gap = power[:-20] + [None] * 20
+    reqs = [req(power, "rows-1"), req(long_gap, "rows-2")]
+    rows = engine.detect_rows(reqs)
+    cont = T0 + pd.Timedelta(seconds=5 * (h - 1))
+    rows += engine.detect_rows([DeviceReadings(device_id="rows-1", continues=cont, power_w=[power[-1]])])
+    for row in rows:
+        typed = DetectResponse.model_validate(row)
+        assert json.loads(typed.model_dump_json()) == json.loads(json.dumps(row)), row["device_id"]
+    assert [r["status"] for r in rows] == ["ok", "unknown", "ok"]
+    assert rows[0]["at"].endswith("Z") and "missing" in rows[1]["reason"]

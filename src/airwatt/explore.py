@@ -258,9 +258,7 @@ class DeviceDay:
     status_sources: dict[str, str]
 
 
-def predict_device_day(
-    ds: Dataset, bundle: ModelBundle, device_id: str, day: str
-) -> DeviceDay:
+def predict_device_day(ds: Dataset, bundle: ModelBundle, device_id: str, day: str) -> DeviceDay:
     """Grid the device around the local ``day`` (prepare's code, the model's gap policy), predict with
     ``bundle.predict_series`` (the one prediction path, the model's rule) and cut the day out; the model's
     history (window and decision memory) of context on both sides feeds the first readings."""

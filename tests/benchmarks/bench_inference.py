@@ -24,21 +24,37 @@ import numpy as np
 import torch
 
 from airwatt.appliances import APPLIANCES
-from airwatt.models import ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model, default_target
+from airwatt.models import (
+    GapPolicy,
+    ModelBundle,
+    ModelSpec,
+    NormStats,
+    OnOffSpec,
+    build_model,
+    default_target,
+)
+from airwatt.models.decision import decision_spec
 from tests.benchmarks.machine import machine_info
 
 REPO = Path(__file__).resolve().parents[2]
 
 MODELS = (("seq2point", 599), ("multitask", 599), ("causal", 512))
 BATCHES = (1, 32, 256)
-APPLIANCE_NAMES = ["fridge", "microwave", "dishwasher", "washing_machine", "kettle", "tv", "lighting", "fan"]
+APPLIANCE_NAMES = ["fridge", "microwave", "dishwasher", "washing_machine", "kettle", "tv", "lighting", "fan",
+                   "freezer", "air_conditioner", "water_heater", "rice_cooker", "coffee_machine"]  # fmt: skip
+DECISION = {"on_prob": 0.5, "off_prob": 0.3, "confirm_on_s": 10, "confirm_off_s": 20}  # a typical tuned rule
 
 
 def bundle_for(
     arch: str, window_length: int, n_appliances: int, arch_kwargs: dict[str, Any] | None = None
 ) -> ModelBundle:
-    """An untrained bundle of ``arch`` (its constructor's defaults unless ``arch_kwargs``)."""
+    """An untrained bundle of ``arch`` (its constructor's defaults unless ``arch_kwargs``); a real-time one
+    with a typical decision rule and params.yaml's decision memory (its served history)."""
+    from airwatt.config import load_params
+
     apps = APPLIANCE_NAMES[:n_appliances]
+    memory_s = load_params(REPO / "params.yaml").train.decision.memory_s
+    real_time = default_target(arch) == "last"
     spec = ModelSpec(
         arch=arch,
         arch_kwargs=arch_kwargs or {},
@@ -53,6 +69,8 @@ def bundle_for(
             power_std_w=dict.fromkeys(apps, 150.0),
         ),
         on_off={a: OnOffSpec.of(APPLIANCES[a]) for a in apps},
+        gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
+        decision=decision_spec(memory_s, dict.fromkeys(apps, DECISION)) if real_time else None,
     )
     torch.manual_seed(0)
     return ModelBundle(spec, build_model(spec))

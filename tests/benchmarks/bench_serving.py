@@ -1,30 +1,34 @@
-"""Benchmark: the BentoML service under simulated devices, against the same model in-process.
+"""Benchmark: the BentoML service under simulated devices that continue their streams, 5 s of device time
+per update.
 
-    .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 600] [--modes paced single batch]
-        [--devices 2000] [--batch-points 25x6 50x3] [--rounds 1] [--concurrency 16] [--readings 512]
-        [--adaptive-batching on|off] [--calls-per-connection 10] [--in-process-s 30] [--model BUNDLE_DIR]
+    .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 30] [--modes batch single paced miss]
+        [--forms session stateless] [--batch-points 50x6] [--devices 2000] [--concurrency 16]
+        [--paced-devices 5000] [--paced-s 600] [--model BUNDLE_DIR] [--baseline REV] [--no-breakdown]
 
-Starts `bentoml serve` (serving/service.py, params.yaml ``serve`` settings: workers, batching) on a free
-loopback port and drives it from this process with pre-encoded requests (each device's newest 512 readings):
+Starts `bentoml serve` (serving/service.py, params.yaml ``serve``: two workers) on a free loopback port
+and drives it from this process (aiohttp, on the same two cores). Every device is a stream: each call for
+it carries the next reading (5 s later in device time), in one of two forms:
 
-- paced: ``--devices`` devices, each sending /detect every 5 s (the platform's real pattern);
-- single: closed loop, ``--concurrency`` clients calling /detect as fast as the service answers;
-- batch: closed loop, one run per ``--batch-points`` DEVICESxCLIENTS: CLIENTS clients calling /detect_batch
-  with DEVICES devices each. Latency is set by the devices in flight (DEVICES x CLIENTS) over the throughput;
-  at one number in flight, fewer and larger calls cost less CPU per update (per-call work, and fewer calls
-  queued behind the one each worker is running).
+- ``session``: only the new reading, with ``continues`` (the time of the one before); a 409 (the worker
+  holds no state for the device) is answered by resending that device's history at once (counted apart,
+  not as an error);
+- ``stateless``: the device's last ``history_readings`` readings (the full decision history), so any worker
+  can answer; a worker that holds the device's state computes only the new reading.
 
-Each mode runs ``--duration-s`` seconds (the issue asks for memory after 10 minutes: the default). Prints
-device-updates/s (devices answered per second), p50/p95/p99/max latency per HTTP call, server CPU seconds
-per update (the whole `bentoml serve` process tree; in brackets this client's), server RSS at the end of
-each mode, and, right after each batch run, the same model in-process on the server's layout for
-``--in-process-s`` seconds (``serve.workers`` warm processes at once, each Engine.detect from the same JSON
-bodies to the JSON answer; its CPU per update) and the ratio of served to in-process throughput; with
-``--rounds`` above 1, the median ratio per batch point. Once per batch size: the model call alone, and the
-engine in one process on every core. The model: ``--model`` or an untrained causal bundle with params.yaml's
-``train.arch.causal`` arguments (speed does not depend on the weights). Prints figures and machine_info();
-not a test. The client (aiohttp) shares the machine's cores with the server; each closed-loop client
-replaces its connection every ``--calls-per-connection`` calls (see closed_loop).
+Like a gateway routing by device (docs/serving.md), each client owns a fixed group of devices and keeps
+one connection, so a device's calls reach one worker. Modes:
+
+- ``batch``: per ``--batch-points`` DEVICESxCLIENTS, closed loop, /detect_batch with DEVICES devices;
+- ``single``: closed loop, ``--concurrency`` clients, /detect with one device per call;
+- ``paced``: ``--paced-devices`` devices each sending /detect every 5 s (real time) for ``--paced-s``;
+- ``miss``: in-process, the cost of a cache miss (the history resent to a worker without the state)
+  next to the previous engine's call for the same request (``--baseline`` git revision, default the
+  commit before the streaming engine), one device per call.
+
+Printed per run: device-updates/s, p50/p95/p99/max latency per HTTP call, server CPU per update (the whole
+`bentoml serve` process tree) and the client's, the cache's hit rate (its lookups from /metrics), the 409
+resends, and server RSS. Then, unless ``--no-breakdown``, where a call's time goes in-process (parse, the
+engine, the answer; and the model's streaming step alone). Prints figures and machine_info(); not a test.
 """
 
 from __future__ import annotations
@@ -32,16 +36,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,46 +64,80 @@ except ModuleNotFoundError:  # run as a script: its own folder is on sys.path
     from machine import machine_info  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
-START = "2026-01-05T00:00:00Z"
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
 JSON = {"content-type": "application/json"}
+POOL = 20_000  # readings of the shared signal; device d reads it from offset d * 7919
+BASELINE = "71bdc1f"  # the last commit with the per-call window engine
+WORKERS = 2  # params.yaml serve.workers, set in main()
 
 
-def device_body(i: int, n: int) -> dict:
-    rng = np.random.default_rng(i)
-    t = np.arange(n) * 5
-    power = 90 + 100 * ((t + 97 * i) % 3600 < 1200) + rng.normal(0, 3, n)
-    return {"device_id": f"d-{i:05d}", "start": START, "interval_s": 5, "power_w": power.round(1).tolist()}
+# ------------------------------------------------------------------------------------------- the signal
+def signal_strings() -> list[str]:
+    """A household-like aggregate (fridge cycle, kettle spikes, noise) as formatted readings, twice over
+    (so any slice of POOL readings is contiguous)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(POOL) * 5
+    power = 90 + 100 * (t % 3600 < 1200) + 2000 * (rng.random(POOL) < 0.004) + rng.normal(0, 3, POOL)
+    strings = [f"{v:.1f}" for v in power]
+    return strings + strings
 
 
-def start_server(
-    model_dir: Path, port: int, home: Path, serve: dict[str, object] | None = None
-) -> subprocess.Popen:
+@dataclass
+class Streams:
+    """Every device's position in its stream, and the bodies of its next call."""
+
+    history: int
+    strings: list[str] = field(default_factory=signal_strings)
+    position: dict[int, int] = field(default_factory=dict)  # device -> index of its newest reading sent
+
+    def _offset(self, d: int, k: int) -> int:
+        return (d * 7919 + k) % POOL
+
+    def device_id(self, d: int) -> str:
+        return f"d-{d:05d}"
+
+    def time(self, k: int) -> str:
+        return (T0 + timedelta(seconds=5 * k)).isoformat().replace("+00:00", "Z")
+
+    def advance(self, d: int) -> int:
+        """The next reading's index for device ``d`` (its first call starts a full history in)."""
+        k = self.position.get(d, self.history - 2) + 1
+        self.position[d] = k
+        return k
+
+    def stateless(self, d: int, k: int) -> str:
+        lo = k - self.history + 1
+        o = self._offset(d, lo)
+        values = ",".join(self.strings[o : o + self.history])
+        return (
+            f'{{"device_id":"{self.device_id(d)}","start":"{self.time(lo)}","interval_s":5,'
+            f'"power_w":[{values}]}}'
+        )
+
+    def session(self, d: int, k: int) -> str:
+        value = self.strings[self._offset(d, k)]
+        return f'{{"device_id":"{self.device_id(d)}","continues":"{self.time(k - 1)}","power_w":[{value}]}}'
+
+    def body(self, form: str, d: int, k: int) -> str:
+        if form == "session" and d in self.started:
+            return self.session(d, k)
+        return self.stateless(d, k)
+
+    started: set[int] = field(default_factory=set)  # devices that sent their history at least once
+
+
+# ------------------------------------------------------------------------------------------ the server
+def start_server(model_dir: Path, port: int, home: Path, serve: dict[str, object]) -> subprocess.Popen:
     """`bentoml serve` on loopback; ``serve`` overrides keys of params.yaml ``serve`` (via AIRWATT_PARAMS)."""
-    env = {
-        **os.environ,
-        "AIRWATT_MODEL_URI": str(model_dir),
-        "BENTOML_HOME": str(home),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-    if serve:
-        params = yaml.safe_load((REPO / "params.yaml").read_text())
-        params["serve"].update(serve)
-        home.mkdir(parents=True, exist_ok=True)
-        (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env["AIRWATT_PARAMS"] = str(home / "params.yaml")
-    args = [
-        str(Path(sys.executable).parent / "bentoml"),
-        "serve",
-        "service:AirWatt",
-        "--working-dir",
-        str(REPO / "serving"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["serve"].update(serve)
     home.mkdir(parents=True, exist_ok=True)
-    log = (home / "server.log").open("w")  # its error lines are printed when a mode had errors
+    (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "AIRWATT_MODEL_URI": str(model_dir), "BENTOML_HOME": str(home),
+           "BENTOML_DO_NOT_TRACK": "true", "AIRWATT_PARAMS": str(home / "params.yaml")}  # fmt: skip
+    args = [str(Path(sys.executable).parent / "bentoml"), "serve", "service:AirWatt", "--working-dir",
+            str(REPO / "serving"), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    log = (home / "server.log").open("w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_until_ok(
@@ -127,367 +165,432 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def per_process_cpu_s(pid: int) -> dict[int, float]:
+    out = {}
+    for p in tree(pid):
+        try:
+            t = p.cpu_times()
+            out[p.pid] = t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def tree_rss_mib(pid: int) -> float:
     return sum(p.memory_info().rss for p in tree(pid) if p.is_running()) / 2**20
 
 
+async def cache_lookups(url: str) -> Counter:
+    """The device-state cache's lookups by outcome, summed over workers (from /metrics)."""
+    async with aiohttp.ClientSession(url) as s, s.get("/metrics") as r:
+        text = await r.text()
+    out: Counter = Counter()
+    for outcome, value in re.findall(
+        r'airwatt_state_cache_lookups_total\{outcome="(\w+)"\} ([0-9.e+]+)', text
+    ):
+        out[outcome] += float(value)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the clients
 @dataclass
 class Result:
     mode: str
-    per_call: int = 1  # devices per call
     updates: int = 0
     errors: int = 0
-    error_kinds: Counter = field(default_factory=Counter)  # HTTP status or exception name -> count
+    resends: int = 0
+    error_kinds: Counter = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
     client_cpu_s: float = 0.0
-    rss_mib: float = 0.0
+    rss_mib: tuple[float, float] = (0.0, 0.0)
+    lookups: Counter = field(default_factory=Counter)
+    on_start: Any = None  # called when the measured part begins (closed loops warm up first)
+    busy: list[float] = field(default_factory=list)  # cores used by each busy server process
+
+    async def start(self) -> None:
+        if self.on_start is not None:
+            await self.on_start()
 
     def line(self) -> str:
         lat = np.array(self.latencies_s) * 1000 if self.latencies_s else np.array([np.nan])
         p50, p95, p99 = np.percentile(lat, [50, 95, 99])
-        rate = self.updates / self.wall_s
+        n = max(self.updates, 1)
+        total = sum(self.lookups.values())
+        hits = self.lookups["hit"] + self.lookups["session"] + self.lookups["duplicate"]
         return (
-            f"{self.mode:<26} {rate:>9,.0f} updates/s  "
-            f"p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  p99 {p99:6.1f} ms  max {lat.max():7.1f} ms  "
-            f"CPU {1e3 * self.cpu_s / max(self.updates, 1):.3f} ms/update "
-            f"(client {1e3 * self.client_cpu_s / max(self.updates, 1):.3f})  RSS {self.rss_mib:,.0f} MiB  "
+            f"{self.mode:<34} {self.updates / self.wall_s:>9,.0f} updates/s  p50 {p50:5.1f} p95 {p95:5.1f} "
+            f"p99 {p99:5.1f} max {lat.max():6.1f} ms  CPU {1e3 * self.cpu_s / n:.3f} ms/update (client "
+            f"{1e3 * self.client_cpu_s / n:.3f})  cache hits {hits / max(total, 1):.1%} of {total:,.0f}  "
+            f"409 resends {self.resends}  RSS {self.rss_mib[0]:,.0f} -> {self.rss_mib[1]:,.0f} MiB  "
+            f"server processes busy {'/'.join(f'{b:.2f}' for b in self.busy)}  "
             f"errors {self.errors}" + (f" {dict(self.error_kinds)}" if self.errors else "")
         )
 
 
-async def post(session: aiohttp.ClientSession, path: str, content: bytes, res: Result, devices: int) -> None:
+async def call(http: aiohttp.ClientSession, path: str, body: str, res: Result) -> tuple[str, bytes]:
     t = time.perf_counter()
     try:
-        async with session.post(path, data=content, headers=JSON) as r:
-            await r.read()
+        async with http.post(path, data=body.encode(), headers=JSON) as r:
+            data = await r.read()
             kind = str(r.status)
     except (aiohttp.ClientError, TimeoutError) as e:
-        kind = type(e).__name__
+        kind, data = type(e).__name__, b""
     res.latencies_s.append(time.perf_counter() - t)
+    return kind, data
+
+
+def session(url: str) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=1)  # one kept-alive connection: one worker
+    return aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+
+
+async def worker_of(http: aiohttp.ClientSession) -> int:
+    async with http.post("/model", data=b"{}", headers=JSON) as r:
+        return int((await r.json())["worker"])
+
+
+async def balanced_sessions(url: str, n: int, workers: int) -> list[aiohttp.ClientSession]:
+    """``n`` kept-alive connections spread evenly over the server's workers (as a gateway keeping a pool per
+    worker would): `bentoml serve` workers share one listening socket and whichever wakes first accepts a
+    new connection (bentoml/BentoML#5426), so connections that land on a full worker are replaced."""
+    quota = -(-n // workers)
+    held: dict[int, list[aiohttp.ClientSession]] = {}
+    spare: list[aiohttp.ClientSession] = []
+    for _ in range(50 * n):
+        if sum(len(v) for v in held.values()) >= n:
+            break
+        http = session(url)
+        w = await worker_of(http)
+        if len(held.setdefault(w, [])) < quota:
+            held[w].append(http)
+        else:
+            spare.append(http)  # kept open a moment, so the next connect goes to another worker
+            if len(spare) > 4:
+                await spare.pop(0).close()
+    for http in spare:
+        await http.close()
+    out = [h for v in held.values() for h in v]
+    return out[:n]
+
+
+async def send(
+    http: aiohttp.ClientSession, streams: Streams, form: str, devices: list[int], res: Result
+) -> None:
+    """One call for ``devices`` (a batch when more than one), each advanced by one reading; 409s resent."""
+    ks = [streams.advance(d) for d in devices]
+    bodies = [streams.body(form, d, k) for d, k in zip(devices, ks, strict=True)]
+    path = "/detect" if len(devices) == 1 else "/detect_batch"
+    payload = bodies[0] if len(devices) == 1 else '{"devices":[' + ",".join(bodies) + "]}"
+    kind, data = await call(http, path, payload, res)
+    if kind == "409":  # resend the listed devices' history (the others' readings stay as they were)
+        missing = set(json.loads(data)["devices"])
+        res.resends += len(missing)
+        for d in devices:
+            if streams.device_id(d) in missing:
+                streams.started.discard(d)
+        bodies = [streams.body(form, d, k) for d, k in zip(devices, ks, strict=True)]
+        payload = bodies[0] if len(devices) == 1 else '{"devices":[' + ",".join(bodies) + "]}"
+        kind, data = await call(http, path, payload, res)
     if kind == "200":
-        res.updates += devices
+        res.updates += len(devices)
+        streams.started.update(devices)
     else:
         res.errors += 1
         res.error_kinds[kind] += 1
 
 
-def session(url: str, connections: int, keepalive: bool = True) -> aiohttp.ClientSession:
-    """An aiohttp client (it costs the shared cores about half of what httpx does per call)."""
-    connector = aiohttp.TCPConnector(limit=connections, force_close=not keepalive)
-    return aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30))
-
-
 async def closed_loop(
-    url: str,
-    path: str,
-    bodies: list[bytes],
-    per_call: int,
-    conc: int,
-    dur: float,
-    res: Result,
-    calls_per_connection: int = 1,
+    url: str, streams: Streams, form: str, groups: list[list[int]], per_call: int, dur: float, res: Result
 ) -> None:
-    """``conc`` clients, each with its own connection, replaced after ``calls_per_connection`` calls (0:
-    never), as nginx's keepalive_requests does. `bentoml serve` workers share one listening socket and the
-    worker that wakes first accepts every pending connection, so a few long-lived connections can all land on
-    one worker while the other idles (bentoml/BentoML#5426); replacing them spreads the calls again."""
+    """One client per device group, each with one connection, calling back to back; first every device
+    once (its history: the worker's cache fills), not measured."""
+    end = 0.0
+
+    async def client(group: list[int], warm: Result, http: aiohttp.ClientSession) -> None:
+        i = 0
+        async with http:
+            for lo in range(0, len(group), per_call):
+                await send(http, streams, form, group[lo : lo + per_call], warm)
+            await ready.wait()
+            while time.perf_counter() < end:
+                chosen = [group[(i + j) % len(group)] for j in range(per_call)]
+                i += per_call
+                await send(http, streams, form, chosen, res)
+
+    ready = asyncio.Event()
+    warm = Result("warm-up")
+    https = await balanced_sessions(url, len(groups), WORKERS)
+    tasks = [asyncio.create_task(client(g, warm, h)) for g, h in zip(groups, https, strict=True)]
+    while warm.updates + warm.errors * per_call < sum(len(g) for g in groups):
+        await asyncio.sleep(0.05)
+    await res.start()
     end = time.perf_counter() + dur
-
-    async def client(k: int) -> None:
-        i = k
-        while time.perf_counter() < end:
-            async with session(url, 1, keepalive=calls_per_connection != 1) as http:
-                calls = 0
-                while time.perf_counter() < end and (
-                    calls_per_connection <= 0 or calls < calls_per_connection
-                ):
-                    await post(http, path, bodies[i % len(bodies)], res, per_call)
-                    i, calls = i + conc, calls + 1
-
-    await asyncio.gather(*(client(k) for k in range(conc)))
+    ready.set()
+    await asyncio.gather(*tasks)
 
 
-async def paced(url: str, bodies: list[bytes], devices: int, dur: float, res: Result) -> None:
-    """Each device calls /detect every 5 s, the devices' phases spread evenly over the 5 s."""
-    async with session(url, 256, keepalive=True) as client:
+async def paced(
+    url: str, streams: Streams, form: str, devices: int, dur: float, connections: int, base: int, res: Result
+) -> None:
+    """Each device calls /detect every 5 s (its phase spread over the 5 s), over ``connections`` kept-alive
+    connections, a device always on the same one (routing by device)."""
+    https = await balanced_sessions(url, connections, WORKERS)
+    try:
+        await res.start()
         t0 = time.perf_counter()
         tasks: set[asyncio.Task] = set()
-        k = 0
-        while (due := k * 5.0 / devices) < dur:
+        n = 0
+        while (due := n * 5.0 / devices) < dur:
             delay = t0 + due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            task = asyncio.create_task(post(client, "/detect", bodies[k % len(bodies)], res, 1))
+            d = base + n % devices
+            task = asyncio.create_task(send(https[d % connections], streams, form, [d], res))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            k += 1
+            n += 1
         await asyncio.gather(*tasks)
+    finally:
+        for h in https:
+            await h.close()
 
 
-def run_mode(
-    mode: str,
-    url: str,
-    pid: int,
-    args: argparse.Namespace,
-    singles: list[bytes],
-    batches: list[bytes],
-    point: tuple[int, int] = (1, 1),
-) -> Result:
-    res = Result(mode, per_call=point[0] if mode == "batch" else 1)
-    cpu0, client0, t0 = tree_cpu_s(pid), time.process_time(), time.perf_counter()
-    if mode == "paced":
-        res.mode = f"paced ({args.devices} dev / 5 s)"
-        asyncio.run(paced(url, singles, args.devices, args.duration_s, res))
-    else:
-        single = mode == "single"
-        path, bodies = ("/detect", singles) if single else ("/detect_batch", batches)
-        per_call, clients = (1, args.concurrency) if single else point
-        res.mode = f"{'single' if single else f'batch {per_call}'} closed-loop (c={clients})"
-        loop = closed_loop(
-            url, path, bodies, per_call, clients, args.duration_s, res, args.calls_per_connection
-        )
-        asyncio.run(loop)
-    res.wall_s = time.perf_counter() - t0
-    res.cpu_s = tree_cpu_s(pid) - cpu0
-    res.client_cpu_s = time.process_time() - client0
-    res.rss_mib = tree_rss_mib(pid)
+def run(mode: str, url: str, pid: int, coro_fn: Any) -> Result:
+    """``coro_fn(res)`` measured from ``res.start()`` (or from its beginning) to its end."""
+    res = Result(mode)
+    marks: dict[str, Any] = {}
+
+    async def start() -> None:
+        if not marks:
+            marks["lookups"] = await cache_lookups(url)
+            marks.update(cpu=tree_cpu_s(pid), client=time.process_time(), t=time.perf_counter(),
+                         rss=tree_rss_mib(pid), procs=per_process_cpu_s(pid))  # fmt: skip
+            res.latencies_s.clear()
+            res.updates = res.errors = res.resends = 0
+
+    async def measured() -> None:
+        res.on_start = start
+        await coro_fn(res)
+        await start()  # a coroutine that never called it: measured from its beginning
+        res.wall_s = time.perf_counter() - marks["t"]
+        res.cpu_s = tree_cpu_s(pid) - marks["cpu"]
+        res.client_cpu_s = time.process_time() - marks["client"]
+        res.rss_mib = (marks["rss"], tree_rss_mib(pid))
+        res.lookups = await cache_lookups(url) - marks["lookups"]
+        after = per_process_cpu_s(pid)
+        busy = sorted((after[p] - marks["procs"].get(p, 0.0)) / res.wall_s for p in after)
+        res.busy = [b for b in busy if b > 0.02]
+
+    asyncio.run(measured())
     return res
 
 
-class InProcess:
-    """The same model and JSON bodies without HTTP: ``workers`` spawned processes of ``threads`` torch
-    threads, each loading the engine once (Engine.detect from the JSON body to the JSON answer), measured
-    all at once in slices. Kept alive between slices so that each served run is followed within a second by
-    its in-process slice: this VM's speed drifts by ±20 % over minutes, which a ratio of runs taken minutes
-    apart would carry."""
-
-    def __init__(self, model_dir: Path, workers: int, threads: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.workers, self.threads, self.loaded = workers, threads, False
-        init = (model_dir, threads)
-        self.pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_load_engine, initargs=init)
-
-    def detect(self, batches: list[bytes], batch: int, seconds: float) -> tuple[float, float]:
-        """(device-updates/s over every process, CPU ms per update) for ``seconds`` from a common start."""
-        runs = self._all(_detect_slice, batches, batch, seconds)
-        updates = batch * sum(r.calls for r in runs)
-        return batch * sum(r.calls / r.wall_s for r in runs), 1e3 * sum(r.cpu_s for r in runs) / updates
-
-    def model_alone(self, batch: int, seconds: float) -> float:
-        """Windows/s of the model call alone (a batch of ``batch`` windows), every process at once."""
-        return batch * sum(r.calls / r.wall_s for r in self._all(_model_slice, batch, seconds))
-
-    def _all(self, fn: Callable[..., Slice], *args: Any) -> list[Slice]:
-        start_at = time.time() + (1.0 if self.loaded else 20.0)  # after every process has loaded the model
-        runs = [job.result() for job in [self.pool.submit(fn, *args, start_at) for _ in range(self.workers)]]
-        assert len({r.pid for r in runs}) == self.workers, "two slices ran in one process"
-        self.loaded = True
-        return runs
-
-    def close(self) -> None:
-        self.pool.shutdown()
-
-
-_ENGINE: Any = None  # the engine of an InProcess process
-
-
-def _load_engine(model_dir: Path, threads: int) -> None:
+# ------------------------------------------------------------------------------------------- in-process
+def breakdown(model_dir: Path, history: int) -> None:
+    """Where a call's time goes without HTTP: pydantic parse, Engine.detect, answer to JSON; and the model's
+    streaming step (with the decision rule) alone, for 1 and 50 devices."""
+    import pydantic_core
     import torch
 
     from airwatt.config import load_params
     from airwatt.serving.engine import Engine
     from airwatt.serving.loading import resolve_model
+    from airwatt.serving.schemas import DetectBatchRequest, DeviceReadings
 
-    global _ENGINE
-    torch.set_num_threads(threads)
-    serve = load_params(REPO / "params.yaml").serve
-    _ENGINE = Engine.load(resolve_model(str(model_dir), model_dir.parent), serve)
-
-
-@dataclass
-class Slice:
-    """Calls of one in-process step from a common start: their count, wall and CPU seconds, the process."""
-
-    calls: int
-    wall_s: float
-    cpu_s: float
-    pid: int
-
-
-def _timed(step: Callable[[int], object], seconds: float, start_at: float) -> Slice:
-    """``step(k)`` once to warm up, then from ``start_at`` as often as ``seconds`` allow."""
-    step(0)
-    time.sleep(max(0.0, start_at - time.time()))
-    n, t0, cpu0 = 0, time.perf_counter(), time.process_time()
-    while time.perf_counter() - t0 < seconds:
-        step(n)
-        n += 1
-    return Slice(n, time.perf_counter() - t0, time.process_time() - cpu0, os.getpid())
-
-
-def _detect_slice(batches: list[bytes], batch: int, seconds: float, start_at: float) -> Slice:
-    from airwatt.serving.schemas import DetectBatchRequest, DetectBatchResponse
-
-    def detect(k: int) -> None:
-        results = _ENGINE.detect(DetectBatchRequest.model_validate_json(batches[k % len(batches)]).devices)
-        DetectBatchResponse(model_version=_ENGINE.model_version, results=results).model_dump_json()
-
-    return _timed(detect, seconds, start_at)
-
-
-def _model_slice(batch: int, seconds: float, start_at: float) -> Slice:
-    x = np.random.default_rng(0).normal(size=(batch, _ENGINE.limits.window_length)).astype(np.float32)
-    return _timed(lambda _: _ENGINE.infer(x), seconds, start_at)
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--duration-s", type=float, default=600.0, help="seconds per mode")
-    ap.add_argument("--devices", type=int, default=2000, help="paced mode: devices, each every 5 s")
-    ap.add_argument("--concurrency", type=int, default=16, help="single mode: closed-loop clients")
-    ap.add_argument(
-        "--batch-points",
-        nargs="+",
-        type=batch_point,
-        default=[(25, 6), (50, 3)],
-        metavar="DEVICESxCLIENTS",
-        help="batch mode: one run per point, DEVICES per /detect_batch call from CLIENTS closed-loop clients",
+    torch.set_num_threads(1)
+    engine = Engine.load(
+        resolve_model(str(model_dir), model_dir.parent), load_params(REPO / "params.yaml").serve
     )
-    ap.add_argument(
-        "--calls-per-connection",
-        type=int,
-        default=10,
-        help="closed-loop modes: calls before a client replaces its connection (0: never; see closed_loop)",
-    )
-    ap.add_argument("--rounds", type=int, default=1, help="batch mode: repeat every point this many times")
-    ap.add_argument(
-        "--in-process-s",
-        type=float,
-        default=None,
-        help="batch mode: seconds of each in-process slice (default: --duration-s, at most 30)",
-    )
-    ap.add_argument("--readings", type=int, default=512, help="readings per device per call")
-    ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
-    ap.add_argument("--modes", nargs="+", default=["paced", "single", "batch"])
-    ap.add_argument(
-        "--adaptive-batching", choices=["on", "off"], default=None, help="override serve.adaptive_batching"
-    )
-    args = ap.parse_args()
-    args.in_process_s = args.in_process_s or min(args.duration_s, 30.0)
-
-    from airwatt.config import load_params
-
-    overrides = (
-        {} if args.adaptive_batching is None else {"adaptive_batching": args.adaptive_batching == "on"}
-    )
-    params = load_params(REPO / "params.yaml")
-    cfg = params.serve.model_copy(update=overrides)
-    with tempfile.TemporaryDirectory(prefix="airwatt-bench-serving-") as tmp:
-        model_dir = args.model or bundle_for("causal", 512, 12, params.train.arch.get("causal")).save(
-            Path(tmp) / "model"
-        )
-        pool = [device_body(i, args.readings) for i in range(500)]
-        singles = [json.dumps(b).encode() for b in pool]
-        sizes = sorted({devices for devices, _ in args.batch_points})
-        batches = {n: [batch_body(pool, k, n) for k in range(10)] for n in sizes}
-        print(machine_info())
+    streams = Streams(history)
+    print("in-process, one thread (ms per call; per update in brackets):")
+    for form, per_call in (("session", 1), ("session", 50), ("stateless", 1), ("stateless", 50)):
+        devices = list(range(10_000 + 1000 * per_call, 10_000 + 1000 * per_call + 500))
+        groups = [devices[i : i + per_call] for i in range(0, len(devices), per_call)]
+        parse = detect = answer = 0.0
+        calls = 0
+        for rnd in range(40):
+            for g in groups:
+                ks = [streams.advance(d) for d in g]
+                body = [streams.body(form, d, k) for d, k in zip(g, ks, strict=True)]
+                streams.started.update(g)
+                text = '{"devices":[' + ",".join(body) + "]}"
+                t = time.perf_counter()
+                reqs = DetectBatchRequest.model_validate_json(text).devices if per_call > 1 else [
+                    DeviceReadings.model_validate_json(body[0])]  # fmt: skip
+                t1 = time.perf_counter()
+                out = engine.detect_rows(reqs)
+                t2 = time.perf_counter()
+                pydantic_core.to_json({"model_version": "v", "results": out} if per_call > 1 else out[0])
+                t3 = time.perf_counter()
+                if rnd >= 2:  # the first rounds fill the cache
+                    parse, detect, answer, calls = (
+                        parse + t1 - t,
+                        detect + t2 - t1,
+                        answer + t3 - t2,
+                        calls + 1,
+                    )
+        per = 1e3 / calls
+        total = (parse + detect + answer) * per
         print(
-            f"serve: workers={cfg.workers} torch_threads={cfg.torch_threads} "
-            f"adaptive_batching={cfg.adaptive_batching} "
-            f"max_batch_size={cfg.max_batch_size} max_latency_ms={cfg.max_latency_ms}; "
-            f"{args.readings} readings per device; {args.duration_s:g} s per mode"
+            f"  {form:>9}, {per_call:>2} devices: parse {parse * per:.3f}  engine {detect * per:.3f}  "
+            f"answer {answer * per:.3f}  = {total:.3f} ms ({total / per_call:.3f} per update)"
         )
-        port = free_port()
-        proc = start_server(model_dir, port, Path(tmp) / "bentoml", overrides)
-        url = f"http://127.0.0.1:{port}"
-        results: list[Result] = []
-        by_point: dict[tuple[int, int], list[tuple[Result, float]]] = {}  # (served run, in-process rate)
-        same = InProcess(model_dir, cfg.workers, cfg.torch_threads) if "batch" in args.modes else None
+    cache = engine.cache
+    for b in (1, 50):
+        rows, slots, x = np.arange(b), np.full(b, 10**9, np.int64), np.zeros(b, np.float32)
+        with torch.inference_mode():
+            _, tails = cache.streams.seed(torch.zeros(b, engine.history), keep=1)
+        cache.streams.store(rows, slots - 1, tails)
+        n, t = 1000, time.perf_counter()
+        for i in range(n):
+            engine.bundle.decoder.raw_numpy(*cache.streams.step(rows, slots + i, x))
+        step = (time.perf_counter() - t) / n * 1e3
+        print(f"  model streaming step + decoding, {b:>2} devices: {step:.3f} ms ({step / b:.4f} per update)")
+    size = cache.bytes_per_device
+    print(f"  bytes per device in the cache: {size:,} ({size / 1024:.1f} KiB)")
+
+
+MISS_SCRIPT = """
+import json, sys, time, numpy as np, torch
+torch.set_num_threads(1)
+from pathlib import Path
+from airwatt.config import load_params
+from airwatt.serving.engine import Engine
+from airwatt.serving.loading import resolve_model
+from airwatt.serving.schemas import DeviceReadings
+model_dir, params, n_readings = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+engine = Engine.load(resolve_model(str(model_dir), model_dir.parent), load_params(params).serve)
+rng = np.random.default_rng(0)
+bodies = [DeviceReadings(device_id=f"m-{i}", start="2026-01-05T00:00:00Z", interval_s=5,
+          power_w=(150 + rng.normal(0, 3, n_readings)).round(1).tolist()) for i in range(300)]
+for b in bodies[:20]:
+    engine.detect([b])
+t = time.perf_counter()
+for b in bodies[20:]:
+    engine.detect([b])
+print(json.dumps({"ms": (time.perf_counter() - t) / 280 * 1e3}))
+"""
+
+
+def miss_cost(model_dir: Path, history: int, window: int, baseline: str) -> None:
+    """A miss (a device the worker holds no state for, its history resent) next to the previous engine's
+    call for the same request, in-process, one thread, one device per call."""
+    with tempfile.TemporaryDirectory(prefix="airwatt-baseline-") as tmp:
+        old = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(old), baseline], cwd=REPO, check=True,
+                       capture_output=True)  # fmt: skip
         try:
-            print(f"server RSS after start: {tree_rss_mib(proc.pid):,.0f} MiB")
-            for mode in args.modes:
-                if mode != "batch":
-                    results.append(run_mode(mode, url, proc.pid, args, singles, [], (1, args.concurrency)))
-                    print(results[-1].line(), flush=True)
-                    continue
-                assert same is not None
-                for _ in range(args.rounds):
-                    for point in args.batch_points:
-                        results.append(run_mode(mode, url, proc.pid, args, singles, batches[point[0]], point))
-                        print(results[-1].line(), flush=True)
-                        ups = compare_in_process(results[-1], same, batches[point[0]], args.in_process_s)
-                        by_point.setdefault(point, []).append((results[-1], ups))
-            if same is not None:
-                print_other_layouts(same, model_dir, batches, args.in_process_s)
+            v1 = Path(tmp) / "model-v1"  # the old engine reads bundle schema 1
+            v1.mkdir()
+            spec = json.loads((model_dir / "model.json").read_text())
+            fill = spec.pop("gap")["max_fill_s"]
+            spec.pop("decision", None)
+            spec.update(schema_version="1", provenance={**spec.get("provenance", {}), "max_fill_s": fill})
+            (v1 / "model.json").write_text(json.dumps(spec))
+            (v1 / "weights.safetensors").write_bytes((model_dir / "weights.safetensors").read_bytes())
+            for n in (window, history):
+                new = _miss_run(os.environ.get("PYTHONPATH", ""), model_dir, REPO / "params.yaml", n)
+                was = _miss_run(str(old / "src"), v1, old / "params.yaml", n)
+                print(f"  a miss, {n} readings sent: {new:.2f} ms (the previous engine's call: {was:.2f} ms)")
         finally:
-            proc.terminate()
-            proc.wait(timeout=60)
-            if same is not None:
-                same.close()
-        if any(r.errors for r in results):
-            lines = (Path(tmp) / "bentoml" / "server.log").read_text(errors="replace").splitlines()
-            errors = [ln for ln in lines if "[ERROR]" in ln or "Error" in ln or "File " in ln]
-            first = next((i for i, ln in enumerate(errors) if "[ERROR]" in ln), max(0, len(errors) - 30))
-            print("server log, error lines (from the first [ERROR]):\n  " + "\n  ".join(errors[first:][:40]))
-        if args.rounds > 1:
-            print("summary per batch point (each served run over the in-process slice right after it):")
-            for (devices, clients), pairs in by_point.items():
-                runs = [r for r, _ in pairs]
-                ratios = [r.updates / r.wall_s / ups for r, ups in pairs]
-                rates = ", ".join(f"{r.updates / r.wall_s:,.0f}" for r in runs)
-                print(
-                    f"  {devices}x{clients}: served {rates} updates/s; served / in-process median "
-                    f"{np.median(ratios):.2f} (runs {', '.join(f'{x:.2f}' for x in ratios)})"
-                )
+            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, capture_output=True)
 
 
-def compare_in_process(served: Result, same: InProcess, bodies: list[bytes], seconds: float) -> float:
-    """The in-process slice on the server's layout right after ``served``, printed beside it; returns its
-    device-updates/s."""
-    rate = served.updates / served.wall_s
-    ups, cpu_ms = same.detect(bodies, served.per_call, seconds)
-    print(
-        f"  in-process, JSON to JSON, {same.workers} processes x {same.threads} torch thread, the "
-        f"{seconds:g} s right after: {ups:,.0f} updates/s, CPU {cpu_ms:.3f} ms/update "
-        f"(served / in-process {rate / ups:.2f})",
-        flush=True,
-    )
-    return ups
+def _miss_run(pythonpath: str, model_dir: Path, params: Path, n: int) -> float:
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    out = subprocess.run([sys.executable, "-c", MISS_SCRIPT, str(model_dir), str(params), str(n)], env=env,
+                         capture_output=True, text=True, check=True, cwd=params.parent)  # fmt: skip
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["ms"])
 
 
-def print_other_layouts(
-    same: InProcess, model_dir: Path, batches: dict[int, list[bytes]], seconds: float
-) -> None:
-    """Once per batch size, for 10 s at most: the model call alone on the server's layout, and the engine in
-    one process using every core's thread (how the model runs in a notebook or `airwatt evaluate`, and how
-    the issue's Seq2Point figure is measured)."""
-    one, seconds = InProcess(model_dir, 1, same.workers * same.threads), min(seconds, 10.0)
-    try:
-        for n, bodies in batches.items():
-            wps = same.model_alone(n, seconds)
-            ups, _ = one.detect(bodies, n, seconds)
-            print(
-                f"  {n} devices per call: model alone {wps:,.0f} windows/s ({same.workers} processes); "
-                f"engine in 1 process x {one.threads} threads {ups:,.0f} updates/s"
-            )
-    finally:
-        one.close()
-
-
+# ------------------------------------------------------------------------------------------------ main
 def batch_point(text: str) -> tuple[int, int]:
-    """ "50x3" -> (50 devices per call, 3 clients)."""
+    """ "50x6" -> (50 devices per call, 6 clients)."""
     devices, _, clients = text.partition("x")
     try:
         return int(devices), int(clients)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected DEVICESxCLIENTS, e.g. 50x3") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DEVICESxCLIENTS, e.g. 50x6") from None
 
 
-def batch_body(pool: list[dict], k: int, n: int) -> bytes:
-    """The k-th /detect_batch body of ``n`` devices from ``pool``."""
-    return json.dumps({"devices": [pool[(k * n + j) % len(pool)] for j in range(n)]}).encode()
+def served_runs(args: argparse.Namespace, modes: list[str], url: str, pid: int, history: int) -> None:
+    """Every served mode in every form, each on devices of its own (fresh streams)."""
+    base = 0
+
+    def devices(n: int) -> list[int]:
+        nonlocal base
+        base += n
+        return list(range(base - n, base))
+
+    for mode in modes:
+        for form in args.forms:
+            streams = Streams(history)
+            if mode == "batch":
+                for per_call, clients in args.batch_points:
+                    ids = devices(args.devices)
+                    groups = [ids[c::clients] for c in range(clients)]
+                    loop = partial(closed_loop, url, streams, form, groups, per_call, args.duration_s)
+                    print(run(f"batch {per_call}x{clients} {form}", url, pid, loop).line(), flush=True)
+            elif mode == "single":
+                ids = devices(args.devices)
+                groups = [ids[c :: args.concurrency] for c in range(args.concurrency)]
+                loop = partial(closed_loop, url, streams, form, groups, 1, args.duration_s)
+                print(run(f"single c={args.concurrency} {form}", url, pid, loop).line(), flush=True)
+            elif mode == "paced":
+                first = devices(args.paced_devices)[0]
+                n, dur, conns = args.paced_devices, args.paced_s, args.paced_connections
+                pace = partial(paced, url, streams, form, n, dur, conns, first)
+                print(run(f"paced {n} dev/5 s {dur:g} s {form}", url, pid, pace).line(), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration-s", type=float, default=30.0, help="seconds per closed-loop run")
+    ap.add_argument("--modes", nargs="+", default=["batch", "single", "paced", "miss"])
+    ap.add_argument("--forms", nargs="+", default=["session", "stateless"], choices=["session", "stateless"])
+    ap.add_argument(
+        "--batch-points", nargs="+", type=batch_point, default=[(50, 6)], metavar="DEVICESxCLIENTS"
+    )
+    ap.add_argument("--devices", type=int, default=2000, help="closed-loop modes: devices (streams)")
+    ap.add_argument("--concurrency", type=int, default=16, help="single mode: clients")
+    ap.add_argument("--paced-devices", type=int, default=5000, help="paced mode: devices, each every 5 s")
+    ap.add_argument("--paced-s", type=float, default=600.0, help="paced mode: seconds")
+    ap.add_argument("--paced-connections", type=int, default=32, help="paced mode: kept-alive connections")
+    ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
+    ap.add_argument("--baseline", default=BASELINE, help="miss mode: the git revision to compare with")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the in-process breakdown")
+    args = ap.parse_args()
+
+    from airwatt.config import load_params
+    from airwatt.models import ModelBundle
+
+    global WORKERS
+    cfg = load_params(REPO / "params.yaml").serve
+    WORKERS = cfg.workers
+    print(machine_info())
+    with tempfile.TemporaryDirectory(prefix="airwatt-bench-serving-") as tmp:
+        model_dir = args.model or bundle_for("causal", 512, 13).save(Path(tmp) / "model")
+        bundle = ModelBundle.load(model_dir)
+        history = bundle.history_length
+        print(f"serve: workers={cfg.workers} torch_threads={cfg.torch_threads} state_cache_devices="
+              f"{cfg.state_cache_devices}; model: causal, {len(bundle.appliances)} appliances, window "
+              f"{bundle.window_length}, history {history} readings")  # fmt: skip
+        if "miss" in args.modes:
+            miss_cost(model_dir, history, bundle.window_length, args.baseline)
+        served_modes = [m for m in args.modes if m != "miss"]
+        if served_modes:
+            port = free_port()
+            proc = start_server(model_dir, port, Path(tmp) / "bentoml", {})
+            print(f"server RSS after start: {tree_rss_mib(proc.pid):,.0f} MiB")
+            try:
+                served_runs(args, served_modes, f"http://127.0.0.1:{port}", proc.pid, history)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+        if not args.no_breakdown:
+            breakdown(model_dir, history)
 
 
 if __name__ == "__main__":

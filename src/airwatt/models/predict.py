@@ -124,6 +124,16 @@ class OutputDecoder:
             return power_w, (power_w >= self.on_threshold_w.to(dev)).float()
         return power_w, torch.sigmoid(output.on_logits.float())
 
+    def raw_numpy(self, power: np.ndarray, on_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``raw`` on NumPy outputs of a model with on/off heads (the streaming step), float32."""
+        cached = self.__dict__.get("_numpy")
+        if cached is None:
+            cached = tuple(v.numpy().astype(np.float32) for v in (self.std_w, self.mean_w, self.max_w))
+            object.__setattr__(self, "_numpy", cached)
+        std, mean, top = cached
+        power_w = np.minimum(np.maximum(power * std + mean, 0), top)
+        return power_w.astype(np.float32), (1.0 / (1.0 + np.exp(-on_logits))).astype(np.float32)
+
     def __call__(self, output: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
         """``raw`` with the power of models with on/off heads gated by ``prob_on >= 0.5`` (the per-reading
         rule of the training metrics and of the offline rule)."""

@@ -8,20 +8,56 @@ BatchNorm folded) on the window ending at that reading, so the outputs agree to 
 check 1e-5 relative on random series, across gaps, restarts and evictions).
 
 The state of many devices lives in preallocated slabs, one row per device (``capacity`` rows), so a batch
-of devices steps in one tensor operation per layer and nothing is copied per call. Bytes per device:
+of devices steps in one array operation per layer and nothing is copied per call. Bytes per device:
 ``bytes_per_device`` (126.7 KiB for the default model: sum over blocks of 2^l x input channels x 4 bytes).
-Eval mode only (the folded weights); callers run it under ``torch.inference_mode()``.
+
+A step runs in NumPy on the model's eval-mode weights (BatchNorm folded), copied once: a step is about a
+hundred operations on vectors of a few dozen values, where torch's per-operation overhead would cost three
+times NumPy's. The history pass that fills a device's state (``seed``) runs in torch (a sequence pass).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from airwatt.models.base import ModelOutput
 from airwatt.models.causal import CausalNet, FusedBlock
+from airwatt.models.multitask import PerApplianceMLP
+
+
+@dataclass(frozen=True)
+class _Block:
+    pair_t: np.ndarray  # (2 * C_in, C_out): [h(t - d), h(t)] -> pre-activation
+    bias: np.ndarray  # (C_out,)
+    mix_t: np.ndarray  # (C_out, C_out)
+    mix_bias: np.ndarray  # (C_out,)
+    in_ch: int
+
+
+@dataclass(frozen=True)
+class _Heads:
+    """The trunk and both per-appliance heads as three matrix products."""
+
+    trunk_t: np.ndarray  # (F, hidden)
+    trunk_bias: np.ndarray  # (hidden,)
+    first_t: np.ndarray  # (hidden, 2 * A * H): the power heads' first layers, then the on/off heads'
+    first_bias: np.ndarray  # (2 * A * H,)
+    second: np.ndarray  # (2 * A, H)
+    second_bias: np.ndarray  # (2 * A,)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
+
+
+def _head_parts(head: PerApplianceMLP) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    a, f, h = head.w1.shape
+    first = head.w1.permute(1, 0, 2).reshape(f, a * h)  # (F, A * H)
+    return _np(first), _np(head.b1.reshape(a * h)), _np(head.w2), _np(head.b2)
 
 
 class CausalStreams:
@@ -34,11 +70,27 @@ class CausalStreams:
         self.capacity = capacity
         blocks = net._blocks()
         self.dilations = [b.dilation for b in blocks]
-        self.rings = [torch.zeros(capacity, b.dilation, b.in_ch) for b in blocks]  # (rows, 2^l, C_in)
+        # (rows, 2^l, C_in), uninitialised: memory is taken as rows are first stored (store, then step)
+        self.rings = [np.empty((capacity, b.dilation, b.in_ch), np.float32) for b in blocks]
+        with torch.inference_mode():
+            fused = self._fused()
+            self.stem_w, self.stem_b = _np(net.stem.weight.view(-1)), _np(cast(torch.Tensor, net.stem.bias))
+            self.blocks = [
+                _Block(_np(f.pair.T), _np(f.bias), _np(f.mix.T), _np(f.mix_bias), b.in_ch)
+                for b, f in zip(blocks, fused, strict=True)
+            ]
+            trunk = cast(torch.nn.Linear, net.trunk[0])
+            p1, pb1, p2, pb2 = _head_parts(net.power_head)
+            o1, ob1, o2, ob2 = _head_parts(net.on_head)
+            self.heads = _Heads(
+                _np(trunk.weight.T), _np(trunk.bias), np.hstack([p1, o1]), np.concatenate([pb1, ob1]),
+                np.vstack([p2, o2]), np.concatenate([pb2, ob2]),
+            )  # fmt: skip
+        self.n_appliances = net.n_appliances
 
     @property
     def bytes_per_device(self) -> int:
-        return sum(r[0].numel() * r.element_size() for r in self.rings)
+        return sum(r[0].nbytes for r in self.rings)
 
     def _fused(self) -> list[FusedBlock]:
         fused = self.net._fused_blocks()
@@ -46,29 +98,39 @@ class CausalStreams:
             raise RuntimeError("CausalStreams runs under torch.inference_mode() with the model in eval mode")
         return cast(list[FusedBlock], fused)
 
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        """(...) normalised readings -> (..., C0): the pointwise stem and its ReLU."""
-        stem = self.net.stem
-        return torch.relu(x.unsqueeze(-1) * stem.weight.view(-1) + cast(torch.Tensor, stem.bias))
-
-    def step(self, rows: torch.Tensor, slots: torch.Tensor, x: torch.Tensor) -> ModelOutput:
+    def step(self, rows: np.ndarray, slots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance devices ``rows`` (B,) by the reading at ``slots`` (B,) with normalised value ``x`` (B,):
-        the outputs at that reading, (B, A) each. Each row must hold the state up to slot - 1."""
-        h = self._stem(x)  # (B, C0)
+        the outputs at that reading, (B, A) normalised power and (B, A) on/off logits. Each row must hold
+        the state up to slot - 1."""
+        h = np.maximum(np.asarray(x, np.float32)[:, None] * self.stem_w + self.stem_b, 0)  # (B, C0)
         skips = [h]
-        for ring, d, f in zip(self.rings, self.dilations, self._fused(), strict=True):
-            at = torch.remainder(slots, d)
+        for ring, d, blk in zip(self.rings, self.dilations, self.blocks, strict=True):
+            at = slots % d
             before = ring[rows, at]  # (B, C_in): this block's input at slot - d
             ring[rows, at] = h
-            out = F.linear(
-                torch.relu_(F.linear(torch.cat([before, h], 1), f.pair, f.bias)), f.mix, f.mix_bias
-            )
-            out[:, : h.shape[1]] += h  # the residual path (zero-padded channels add nothing)
+            y = np.concatenate([before, h], axis=1) @ blk.pair_t
+            y += blk.bias
+            np.maximum(y, 0, out=y)
+            out = y @ blk.mix_t
+            out += blk.mix_bias
+            out[:, : blk.in_ch] += h  # the residual path (zero-padded channels add nothing)
             h = out
             skips.append(h)
-        return self.net._heads(torch.cat(skips, dim=1))
+        return self._heads(np.concatenate(skips, axis=1))
 
-    def seed(self, x: torch.Tensor, keep: int) -> tuple[ModelOutput, list[torch.Tensor]]:
+    def _heads(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hd, a = self.heads, self.n_appliances
+        t = features @ hd.trunk_t
+        t += hd.trunk_bias
+        np.maximum(t, 0, out=t)
+        first = t @ hd.first_t
+        first += hd.first_bias
+        np.maximum(first, 0, out=first)
+        b = len(features)
+        out = np.einsum("bkh,kh->bk", first.reshape(b, 2 * a, -1), hd.second) + hd.second_bias  # (B, 2A)
+        return out[:, :a], out[:, a:]
+
+    def seed(self, x: torch.Tensor, keep: int) -> tuple[ModelOutput, list[np.ndarray]]:
         """Run devices' histories ``x`` (B, T) (T >= the receptive field) in one sequence pass.
 
         Returns the outputs at the last ``keep`` readings, (B, keep, A) each, and per block its inputs at
@@ -80,14 +142,14 @@ class CausalStreams:
         h = torch.relu(self.net.stem(x.unsqueeze(1)))  # (B, C0, T)
         skips, tails = [h[:, :, -keep:]], []
         for block, f in zip(self.net._blocks(), self._fused(), strict=True):
-            tails.append(h[:, :, -block.dilation :].transpose(1, 2))  # (B, 2^l, C_in)
+            tails.append(_np(h[:, :, -block.dilation :].transpose(1, 2)))  # (B, 2^l, C_in)
             h = block.sequence(h, f)
             skips.append(h[:, :, -keep:])
         features = torch.cat(skips, dim=1).transpose(1, 2)  # (B, keep, sum of widths)
         return self.net._heads(features), tails
 
-    def store(self, rows: torch.Tensor, end_slots: torch.Tensor, tails: list[torch.Tensor]) -> None:
+    def store(self, rows: np.ndarray, end_slots: np.ndarray, tails: list[np.ndarray]) -> None:
         """Put ``seed``'s block inputs of histories ending at ``end_slots`` (B,) into ``rows`` (B,)."""
         for ring, d, tail in zip(self.rings, self.dilations, tails, strict=True):
-            slots = end_slots[:, None] - torch.arange(d - 1, -1, -1)  # (B, 2^l) ascending, the last = end
-            ring[rows[:, None], torch.remainder(slots, d)] = tail
+            slots = end_slots[:, None] - np.arange(d - 1, -1, -1)  # (B, 2^l) ascending, the last = end
+            ring[rows[:, None], slots % d] = tail

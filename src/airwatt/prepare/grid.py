@@ -115,8 +115,10 @@ def missing_in_windows(valid: np.ndarray, window_length: int) -> np.ndarray:
     """(T,) int: invalid slots in the window of ``window_length`` slots ending at each slot, the slots
     before the series counting as invalid."""
     missing_before = np.concatenate([np.zeros(window_length, np.int64), np.cumsum(~np.asarray(valid, bool))])
-    return missing_before[window_length:] - missing_before[: len(valid)] + np.maximum(
-        0, window_length - 1 - np.arange(len(valid))
+    return (
+        missing_before[window_length:]
+        - missing_before[: len(valid)]
+        + np.maximum(0, window_length - 1 - np.arange(len(valid)))
     )
 
 

@@ -278,9 +278,7 @@ def report_bundle(
             per_device[dev] = entry
         if not per_device:
             raise DataError(f"no device to report on among {chosen}", file=ds.root)
-        summary = _summary(
-            bundle, model_uri, model_info, ds, data, chosen, skipped, window, period, params
-        )
+        summary = _summary(bundle, model_uri, model_info, ds, data, chosen, skipped, window, period, params)
         summary["tables"] = {name: {"file": f"{name}.parquet", "rows": n} for name, n in tables.rows.items()}
         summary["devices"] = per_device
         keys = ("measured_kwh", "appliances_kwh", "unexplained_kwh", "clipped_kwh", "cost", "missing_hours")

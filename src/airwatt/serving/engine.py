@@ -27,6 +27,7 @@ holds the newest.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ from airwatt.serving.inputs import (
     to_grid,
     to_grids,
     to_session,
+    to_sessions,
     unknown_reason,
 )
 from airwatt.serving.loading import StagedModel
@@ -71,6 +73,7 @@ log = logging.getLogger(__name__)
 # A hit steps each new reading (~0.3 ms for one device, about the same for 50 together); a miss runs the
 # history in one pass (~1.5 ms for one device): beyond this many new readings, recomputing is cheaper.
 MAX_STEP_READINGS = 8
+PROB_DECIMALS = 6  # prob_on is sent rounded (float32 outputs carry about 7 significant digits)
 
 
 @dataclass
@@ -215,9 +218,9 @@ class Engine:
                     f"devices[{i}].device_id", f"device {r.device_id!r} also at devices[{seen[r.device_id]}]"
                 )
             seen[r.device_id] = i
-        grids = to_grids(requests, self.limits)
-        if grids is not None:
-            return list(grids)
+        fast = to_grids(requests, self.limits) or to_sessions(requests, self.limits)
+        if fast is not None:
+            return list(fast)
         out: list[GridReadings | SessionReadings] = []
         for i, r in enumerate(requests):
             try:
@@ -247,12 +250,12 @@ class Engine:
         steps: list[_Step] = []
         misses: list[_Miss] = []
         answers: list[Answer | None] = [None] * len(parsed)
+        sessions: list[tuple[int, Entry, SessionReadings]] = []
         for i, p in enumerate(parsed):
             entry = self.cache.get(p.device_id)
             if isinstance(p, SessionReadings):
                 assert entry is not None
-                self.cache.count("session")
-                steps.append(self._session_step(i, entry, p))
+                sessions.append((i, entry, p))
                 continue
             outcome = self._lookup(entry, p)
             self.cache.count(outcome)
@@ -264,6 +267,9 @@ class Engine:
                 steps.append(self._hit_step(i, entry, p))
             else:
                 misses.append(_Miss(i, p, store=outcome != "miss_behind"))
+        if sessions:
+            self.cache.stats.outcomes["session"] += len(sessions)
+            steps += self._session_steps(sessions)
         return steps, misses, answers
 
     def _lookup(self, entry: Entry | None, g: GridReadings) -> str:
@@ -304,6 +310,34 @@ class Engine:
             i, g.device_id, entry, g.end_ms, g.aggregate_w[-k:].copy(), known, missing, g.fill_state()
         )
 
+    def _session_steps(self, sessions: list[tuple[int, Entry, SessionReadings]]) -> list[_Step]:
+        """Sessions of one new reading each (the common case) in one pass; others reading by reading."""
+        one = [x for x in sessions if len(x[2].raw_w) == 1]
+        steps = [self._session_step(i, entry, s) for i, entry, s in sessions if len(s.raw_w) != 1]
+        if not one:
+            return steps
+        lim, iv = self.limits, self.limits.interval_ms
+        entries = [e for _, e, _ in one]
+        rows = self.cache.rows(entries)
+        last = np.array([e.last_value for e in entries])
+        run = np.array([e.missing_run for e in entries], np.int64)
+        miss = np.array([e.missing_in_window for e in entries], np.int64)
+        cached = np.array([e.last_ms for e in entries], np.int64) // iv
+        raw = np.array([s.raw_w[0] for _, _, s in one])
+        present = ~np.isnan(raw)
+        run = np.where(present, 0, run + 1)
+        values = np.where(present, raw, np.where(run <= lim.fill_slots, last, np.nan))
+        last = np.where(present, raw, last)
+        invalid = np.isnan(values)
+        leaving = np.isnan(self.cache.values[rows, (cached - lim.window_length + 1) % self.history])
+        missing = miss + invalid - leaving
+        known = ~invalid & (missing <= lim.max_missing)
+        for r, (i, entry, s) in enumerate(one):
+            fill = (float(last[r]), int(run[r]))
+            steps.append(_Step(i, s.device_id, entry, s.end_ms, values[r : r + 1], known[r : r + 1],
+                               missing[r : r + 1], fill))  # fmt: skip
+        return steps
+
     def _session_step(self, i: int, entry: Entry, s: SessionReadings) -> _Step:
         """The gap policy and the window's missing count continued from the cached readings."""
         k, w = len(s.raw_w), self.limits.window_length
@@ -331,34 +365,26 @@ class Engine:
         answers: dict[int, Answer] = {}
         longest = max(len(s.values) for s in steps)
         for j in range(longest):
-            active = [s for s in steps if len(s.values) > j]
+            active = steps if j == 0 else [s for s in steps if len(s.values) > j]
             rows = self.cache.rows([s.entry for s in active])
             ends = np.array([s.end_ms - (len(s.values) - 1 - j) * iv for s in active], np.int64)
             slots = ends // iv
             values = np.array([s.values[j] for s in active])
             known = np.array([s.known[j] for s in active])
-            x = self.bundle.normalise(values)
-            with torch.inference_mode():
-                out = self.cache.streams.step(
-                    torch.from_numpy(rows), torch.from_numpy(slots), torch.from_numpy(x)
-                )
-                power, prob = self.bundle.decoder.raw(out)
-            power_np, prob_np = power.numpy(), prob.numpy()
+            power_n, logits = self.cache.streams.step(rows, slots, self.bundle.normalise(values))
+            power_np, prob_np = self.bundle.decoder.raw_numpy(power_n, logits)
             on, since = self._decide_rows(rows, prob_np, known, slots)
             self.cache.values[rows, slots % self.history] = values
             self._remember(rows, prob_np, power_np, on, since, known)
             for r, s in enumerate(active):
                 if j == len(s.values) - 1:
-                    answers[s.index] = self._answer(
-                        s.device_id,
-                        s.entry.row,
-                        int(ends[r]),
-                        float(values[r]),
-                        bool(known[r]),
-                        int(s.missing[j]),
-                    )
+                    at = int(ends[r])
+                    answers[s.index] = Answer(
+                        s.device_id, at, float(values[r]), bool(known[r]), int(s.missing[j]), prob_np[r],
+                        power_np[r], on[r], self._since_ms(at, since[r]),
+                    )  # fmt: skip
         for s in steps:
-            self._update_entry(s.entry, s.end_ms, s.fill)
+            self._update_entry(s.entry, s.end_ms, s.fill, int(s.missing[-1]))
         return answers
 
     def _decide_rows(
@@ -383,13 +409,13 @@ class Engine:
         c = self.cache
         c.prob[rows], c.power[rows], c.on[rows], c.since[rows], c.known[rows] = prob, power, on, since, known
 
-    def _update_entry(self, entry: Entry, end_ms: int, fill: tuple[float, int]) -> None:
-        """The entry's newest time, the gap policy's state there, and the invalid readings of the window
-        ending there (from its ring)."""
+    @staticmethod
+    def _update_entry(entry: Entry, end_ms: int, fill: tuple[float, int], missing_in_window: int) -> None:
+        """The entry's newest time, the gap policy's state there and the invalid readings of the window
+        ending there."""
         entry.last_ms = end_ms
         entry.last_value, entry.missing_run = fill
-        values = self._ring(entry, end_ms, self.limits.window_length)
-        entry.missing_in_window = int(np.isnan(values).sum())
+        entry.missing_in_window = missing_in_window
 
     def _answer(
         self, device_id: str, row: int, at_ms: int, aggregate_w: float, known: bool, missing: int
@@ -456,10 +482,7 @@ class Engine:
             entries = [self.cache.claim(misses[r].grid.device_id) for r in stored]
             rows = self.cache.rows(entries)
             sel = np.array(stored)
-            with torch.inference_mode():
-                self.cache.streams.store(
-                    torch.from_numpy(rows), torch.from_numpy(ends[sel] // iv), [t[sel] for t in tails]
-                )
+            self.cache.streams.store(rows, ends[sel] // iv, [t[sel] for t in tails])
             slots = (ends[sel] // iv)[:, None] - np.arange(h - 1, -1, -1)
             self.cache.values[rows[:, None], slots % h] = values[sel]
             d = self.cache.decision
@@ -467,7 +490,7 @@ class Engine:
                 getattr(d, name)[rows] = arr.reshape(b, a)[sel]
             self._remember(rows, last_prob[sel], last_power[sel], on[sel], since[sel], known[sel, -1])
             for entry, r in zip(entries, stored, strict=True):
-                self._update_entry(entry, int(ends[r]), misses[r].grid.fill_state())
+                self._update_entry(entry, int(ends[r]), misses[r].grid.fill_state(), int(missing[r, -1]))
         for r, miss in enumerate(misses):
             answers[miss.index] = Answer(
                 device_id=miss.grid.device_id,
@@ -485,25 +508,25 @@ class Engine:
     # ---- answers -------------------------------------------------------------------------------------------
     def detect(self, requests: Sequence[DeviceReadings]) -> list[DetectResponse]:
         """Which appliances are on at each device's newest reading, with probability and since when."""
-        answers = self.states(requests)
-        return [self._detect_response(r.device_id, a) for r, a in zip(requests, answers, strict=True)]
+        return [DetectResponse.model_validate(row) for row in self.detect_rows(requests)]
 
-    def _detect_response(self, device_id: str, a: Answer) -> DetectResponse:
-        at = as_time(a.at_ms)
+    def detect_rows(self, requests: Sequence[DeviceReadings]) -> list[dict[str, Any]]:
+        """``detect`` as plain JSON-ready rows of the DetectResponse schema (what the service sends: no
+        model object per device on the hot path; the tests check both forms agree)."""
+        return [self._detect_row(a) for a in self.states(requests)]
+
+    def _detect_row(self, a: Answer) -> dict[str, Any]:
+        at = _iso(a.at_ms)
         if not a.known:
-            return DetectResponse(
-                device_id=device_id, model_version=self.model_version, at=at, status="unknown",
-                reason=unknown_reason(at, not np.isnan(a.aggregate_w), a.missing, self.limits), appliances={},
-            )  # fmt: skip
-        since = [None if s is None else as_time(s) for s in a.since_ms]
-        on: list[bool] = list(a.on.tolist())
-        prob: list[float] = [float(p) for p in a.prob]
-        values = zip(self.appliances, on, prob, since, strict=True)
+            reason = unknown_reason(as_time(a.at_ms), not np.isnan(a.aggregate_w), a.missing, self.limits)
+            return {"device_id": a.device_id, "model_version": self.model_version, "at": at,
+                    "status": "unknown", "reason": reason, "appliances": {}}  # fmt: skip
+        since = [None if s is None else _iso(s) for s in a.since_ms]
+        prob = a.prob.astype(np.float64).round(PROB_DECIMALS).tolist()
+        values = zip(self.appliances, a.on.tolist(), prob, since, strict=True)
         states = {name: {"on": o, "prob_on": p, "since": t} for name, o, p, t in values}
-        return DetectResponse.model_validate({
-            "device_id": device_id, "model_version": self.model_version, "at": at, "status": "ok",
-            "reason": None, "appliances": states,
-        })  # fmt: skip
+        return {"device_id": a.device_id, "model_version": self.model_version, "at": at, "status": "ok",
+                "reason": None, "appliances": states}  # fmt: skip
 
     def predict(self, requests: Sequence[DeviceReadings], newest_only: bool) -> list[PredictResponse]:
         """Watts per appliance: at the newest reading (the served state's watts), or of every reading."""
@@ -576,6 +599,13 @@ class Engine:
         return {"model_version": self.model_version, **body}
 
 
+@functools.lru_cache(maxsize=4096)  # the devices of a call share a few times
+def _iso(ms: int) -> str:
+    """An epoch-ms time as ISO 8601 UTC, as pydantic writes datetimes ('2026-01-05T00:00:00Z')."""
+    text = as_time(ms).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def _tiled(rule: DecisionRule, times: int) -> DecisionRule:
     """The rule for ``times`` devices' appliance columns side by side."""
     return DecisionRule(
@@ -600,9 +630,13 @@ def _nullable(values: np.ndarray, ok: np.ndarray) -> list[float | None]:
     return [float(v) if k else None for v, k in zip(values.tolist(), ok.tolist(), strict=True)]
 
 
-def configure_torch(threads: int) -> None:
-    """Intra-op threads of this process (one per worker: the workers already use the cores)."""
+def configure_threads(threads: int) -> None:
+    """Intra-op threads of this process, torch's and NumPy's BLAS (one per worker: the workers already use
+    the cores; NumPy's OpenBLAS would otherwise start one spinning thread per core in every worker)."""
+    from threadpoolctl import threadpool_limits
+
     torch.set_num_threads(threads)
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def expected_history_passes(engine: Engine, requests: Sequence[DeviceReadings]) -> int:

@@ -253,6 +253,27 @@ def to_session(req: DeviceReadings, limits: Limits) -> SessionReadings:
     return SessionReadings(req.device_id, continues_ms, interval_ms, raw)
 
 
+def to_sessions(requests: Sequence[DeviceReadings], limits: Limits) -> list[SessionReadings] | None:
+    """``to_session`` of every request in one pass for the common session batch: one new reading each,
+    right after ``continues``. The same readings as ``to_session``; None when the batch is not that."""
+    for req in requests:
+        if (
+            req.continues is None
+            or req.start is not None
+            or len(req.power_w) != 1
+            or (req.interval_s is not None and req.interval_s != limits.interval_s)
+        ):
+            return None
+    power = np.array([req.power_w[0] for req in requests], dtype=np.float64)
+    if (power > limits.max_power_w).any():
+        return None
+    iv = limits.interval_ms
+    return [
+        SessionReadings(req.device_id, _epoch_ms(req.continues), iv, power[i : i + 1])  # type: ignore[arg-type]
+        for i, req in enumerate(requests)
+    ]
+
+
 def unknown_reason(at: datetime, valid: bool, missing: int, limits: Limits) -> str:
     """Why the reading at ``at`` is not answered (the gap policy)."""
     if not valid:

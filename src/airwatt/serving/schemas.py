@@ -208,3 +208,8 @@ class ModelInfo(BaseModel):
     max_power_w: float
     thresholds: dict[str, ApplianceInfo]
     provenance: dict[str, object]
+    worker: int | None = Field(
+        default=None,
+        description="the server worker that answered (one connection stays on one worker; each worker keeps "
+        "its own device states)",
+    )

@@ -20,7 +20,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from airwatt.models.decision import DecisionState
 from airwatt.models.streaming import CausalStreams
@@ -102,6 +101,3 @@ class StateCache:
 
     def rows(self, entries: list[Entry]) -> np.ndarray:
         return np.array([e.row for e in entries], np.int64)
-
-    def torch_rows(self, entries: list[Entry]) -> torch.Tensor:
-        return torch.from_numpy(self.rows(entries))
