@@ -477,3 +477,35 @@ def test_a_real_time_model_is_scored_on_what_the_service_answers(tmp_path: Path)
     assert switches["detected"] == 1.0
     assert switches["delay_median_s"] == switches["delay_p90_s"] == 10.0
     assert switches["false_switches_per_day"] == 0.0
+
+
+def test_a_real_time_model_on_a_time_split_reads_the_history_before_the_range(
+    make_dataset: Callable[..., Path], tmp_path: Path
+) -> None:
+    """The service would have the readings before the test period: evaluation loads them as context (not
+    scored), so the period's first readings are answered; only the period's readings count."""
+    from airwatt.config import load_params
+    from airwatt.prepare import prepare
+
+    data = make_dataset(devices=1, hours=8)
+    params = load_params(
+        REPO / "params.yaml",
+        overrides={"prepare.split_by": "time", "prepare.val_fraction": 0.25, "prepare.test_fraction": 0.25},
+    )
+    prepare(data, params, tmp_path / "prep")
+    spec = ModelSpec(
+        arch="causal", appliances=["fridge"], window_length=9, target="last", interval_s=5,
+        norm=NormStats(aggregate_mean_w=80.0, aggregate_std_w=100.0, power_mean_w={"fridge": 0.0},
+                       power_std_w={"fridge": 100.0}),
+        on_off={"fridge": OnOffSpec.of(APPLIANCES["fridge"])},
+        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1),
+    )  # fmt: skip
+    report = evaluate_bundle(
+        ModelBundle(spec, NewestReadingModel(9)),
+        data,
+        split_file=tmp_path / "prep" / "split.json",
+        split="test",
+    )
+    assert report["data"]["readings"]["fridge"]["onoff"] == 2 * 720  # 06:00-08:00 only
+    assert report["data"]["answered"]["fridge"] == 1.0  # its first readings too: history was loaded
+    assert report["appliances"]["fridge"]["f1"] == 1.0  # the plain per-reading rule reads 100 W exactly

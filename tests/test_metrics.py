@@ -188,3 +188,21 @@ def test_totals_ignore_nan_outside_the_mask_in_float32() -> None:
     mask = np.array([False, True])
     m = power_metrics(torch.from_numpy(pred), torch.from_numpy(true), torch.from_numpy(mask))
     assert float(m["mae_w"]) == pytest.approx(2.0)
+
+
+def test_switch_events_count_delays_misses_and_false_switches() -> None:
+    """Truth on at 2-4 and 8-9; the prediction switches on at 3 (1 reading late), misses 8-9 and switches
+    on falsely at 11-12. Readings at 5 s; 14 readings counted."""
+    from airwatt.metrics import switch_events
+
+    truth = np.array([0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0], bool)
+    pred = np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0], bool)
+    e = switch_events(pred, truth, np.ones(14, bool), 5.0)
+    values = e.values(5.0)
+    assert (values["switch_ons"], values["detected"]) == (2.0, 0.5)
+    assert values["delay_median_s"] == values["delay_p90_s"] == 5.0
+    assert values["false_switches_per_day"] == pytest.approx(1 / (14 * 5 / 86400))
+    # A run whose start is not observed (the reading before is not counted) is no switch-on.
+    masked = np.ones(14, bool)
+    masked[7] = False
+    assert switch_events(pred, truth, masked, 5.0).switch_ons == 1

@@ -360,3 +360,28 @@ def test_spec_from_prepared_data_carries_its_statistics_and_predicts_its_devices
         spec_from_prepared(prepared, "transformer", {}, 64, "midpoint", max_invalid_fraction=0.1)
     with pytest.raises(DataError, match="run `airwatt data prepare` first"):
         spec_from_prepared(tmp_path, "multitask", {}, 64, "midpoint", max_invalid_fraction=0.1)
+
+
+def test_the_chunked_served_pass_equals_the_served_rule_over_whole_outputs(monkeypatch: pytest.MonkeyPatch):
+    """predict_series of a real-time model (one chunked pass, the decision rule's memory carried across
+    chunks, power heads only where on) gives what the served rule over the whole series' outputs gives."""
+    from airwatt.models.decision import decision_spec
+
+    bundle = random_bundle("causal", 64)
+    rule = {"on_prob": 0.55, "off_prob": 0.4, "confirm_on_s": 15, "confirm_off_s": 10}
+    spec = bundle.spec.model_copy(
+        update={"decision": decision_spec(40, dict.fromkeys(bundle.appliances, rule))}
+    )
+    bundle = ModelBundle(spec, bundle.model)
+    agg = aggregate_series(900, seed=5)
+    valid = np.ones(900, bool)
+    valid[300:340] = False  # a gap: unanswered readings across a chunk border
+    monkeypatch.setattr(predict_module, "SEQUENCE_CHUNK", 128)  # chunk borders inside the memory
+    fast = bundle.predict_series(agg, valid)
+    whole = bundle.decide(bundle.series_outputs(agg, valid), "served")
+    assert fast.rule == whole.rule == "served"
+    np.testing.assert_array_equal(fast.on, whole.on)
+    np.testing.assert_array_equal(fast.predicted, whole.predicted)
+    np.testing.assert_allclose(fast.prob_on, whole.prob_on, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fast.power_w, whole.power_w, rtol=1e-5, atol=1e-3)
+    assert 0.05 < whole.on.mean() < 0.95  # the states were not all alike

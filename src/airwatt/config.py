@@ -68,7 +68,7 @@ class PrepareParams(_Section):
     seed: int
     val_fraction: float = Field(ge=0, lt=1)
     test_fraction: float = Field(ge=0, lt=1)
-    max_fill_s: float = Field(ge=0, description="gaps up to this long are forward-filled on the grid")
+    max_fill_s: float = Field(ge=0, description="the first max_fill_s of a gap are filled on the grid")
     val_devices: list[str] = Field(description="explicit validation devices (empty: the seeded rule)")
     test_devices: list[str] = Field(description="explicit test devices (empty: the seeded rule)")
     split_by: Literal["device", "time"] = Field(
@@ -86,6 +86,7 @@ class DecisionTuningParams(_Section):
     on_prob: list[float] = Field(min_length=1, description="candidate on-probabilities")
     band: list[float] = Field(min_length=1, description="candidate bands: off_prob = on_prob - band")
     confirm_s: list[float] = Field(min_length=1, description="candidate on and off confirmation durations")
+    min_gain: float = Field(ge=0, description="validation F1 a candidate must gain over the current values")
 
     @model_validator(mode="after")
     def _in_range(self) -> DecisionTuningParams:

@@ -278,14 +278,20 @@ class _Accumulator:
 
 
 def device_totals(
-    g: DeviceGrid, pred: Prediction, appliances: Sequence[str], has_power: np.ndarray
+    g: DeviceGrid,
+    pred: Prediction,
+    appliances: Sequence[str],
+    has_power: np.ndarray,
+    scored: np.ndarray | None = None,
 ) -> tuple[DeviceTotals, np.ndarray]:
     """Totals of one gridded device and its prediction; also the (T, A) mask of on/off readings counted.
 
     Served predictions count every reading with truth (an unanswered one is off at 0 W); offline ones only
-    the readings the model predicted."""
+    the readings the model predicted. ``scored`` (T,): only these readings count (the rest was context)."""
     served = rule_of(pred) == "served"
     predicted = np.ones((len(g), 1), bool) if served else np.asarray(pred.predicted, bool)[:, None]
+    if scored is not None:
+        predicted = predicted & scored[:, None]
     power_mask = g.power_valid & predicted & has_power[None, :]
     status_mask = g.status_valid & g.valid[:, None] & predicted
     present = np.array([a in g.status_sources for a in appliances])
@@ -364,10 +370,13 @@ def grid_for_model(
     interval_s: float,
     max_fill_s: float,
     time_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    context_s: float = 0.0,
 ) -> tuple[DeviceGrid, np.ndarray] | None:
-    """One device on the model's grid (prepare's code), only [start, end) of ``time_range`` when given, and
-    which appliances have sub-metered power there; None for a device without readings."""
+    """One device on the model's grid (prepare's code), only [start - context_s, end) of ``time_range`` when
+    given, and which appliances have sub-metered power there; None for a device without readings."""
     start, end = time_range if time_range is not None else (None, None)
+    if start is not None and context_s > 0:
+        start = start - pd.Timedelta(seconds=context_s)
     readings = ds.readings([device_id], start, end, columns=["timestamp", "power_w"])
     if readings.empty:
         return None
@@ -441,6 +450,9 @@ def evaluate_device(
     """One device's result, or why it was skipped; only the readings inside ``time_range`` when given."""
     appliances = list(bundle.appliances)
     interval_s = bundle.spec.interval_s
+    # A real-time model on a time range: the service would have the readings before it; load one history
+    # of them as context (not scored), so the range's first readings are answered as they would be.
+    context_s = getattr(bundle, "history_length", 0) * interval_s if bundle.spec.real_time else 0.0
     gridded = grid_for_model(
         ds,
         device_id,
@@ -448,10 +460,16 @@ def evaluate_device(
         interval_s=interval_s,
         max_fill_s=bundle.spec.gap.max_fill_s,
         time_range=time_range,
+        context_s=context_s,
     )
     if gridded is None:
         return "no readings"
     g, has_power = gridded
+    scored = None
+    if time_range is not None and context_s > 0:
+        step_ms = round(interval_s * 1000)
+        grid_ms = g.start_ms + np.arange(len(g), dtype=np.int64) * step_ms
+        scored = grid_ms >= time_range[0].value // 1_000_000
     lacking = [a for a in appliances if a not in g.status_sources and a in usable]
     if not any(a in g.status_sources for a in appliances):
         return "no ground truth or labels for any of the model's appliances"
@@ -461,8 +479,8 @@ def evaluate_device(
         )
     pred, offline = predictions(bundle, g.aggregate_w, g.valid)
     _check_prediction(pred, len(g), len(appliances), device_id)
-    t, status_mask = device_totals(g, pred, appliances, has_power)
-    offline_totals = None if offline is None else device_totals(g, offline, appliances, has_power)[0]
+    t, status_mask = device_totals(g, pred, appliances, has_power, scored)
+    offline_totals = None if offline is None else device_totals(g, offline, appliances, has_power, scored)[0]
     on = np.asarray(pred.on, bool)
     switches = {
         int(j): switch_events(on[:, j], g.status[:, j], status_mask[:, j], interval_s)

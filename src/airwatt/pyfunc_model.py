@@ -6,9 +6,9 @@ The weights travel as the pyfunc artifact ``bundle`` (model.json + weights.safet
 serving. The environment that loads it needs the ``airwatt`` package installed.
 
 Input: one device's readings, a DataFrame with ``timestamp`` (UTC; MLflow's schema wants naive datetimes,
-which are read as UTC) and ``power_w``. They are put on the model's grid the way prepare does it (gaps up to
-the training data's ``max_fill_s`` forward-filled). Output: one row per grid slot: ``timestamp`` (naive UTC),
-``predicted`` (the input reading was valid there) and per appliance ``<name>_power_w`` and ``<name>_on``.
+which are read as UTC) and ``power_w``. They are put on the model's grid the way prepare does it (the model's
+gap policy). Output: one row per grid slot: ``timestamp`` (naive UTC), ``predicted`` (the model answers that
+reading: for a real-time model, the service's rule) and per appliance ``<name>_power_w`` and ``<name>_on``.
 """
 
 from __future__ import annotations

@@ -16,9 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from airwatt.config import load_params
 from airwatt.evaluate import evaluate
-from airwatt.models import ModelBundle, build_model, default_window_length, spec_from_prepared
+from airwatt.models import (
+    ModelBundle,
+    build_model,
+    default_target,
+    default_window_length,
+    spec_from_prepared,
+)
 
 try:
     from tests.benchmarks.machine import machine_info
@@ -38,8 +43,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    params = load_params(REPO / "params.yaml")
-    spec = spec_from_prepared(args.prepared, args.arch, {}, default_window_length(args.arch), "midpoint")
+    window = default_window_length(args.arch)
+    spec = spec_from_prepared(
+        args.prepared, args.arch, {}, window, default_target(args.arch), max_invalid_fraction=0.1
+    )
     split_file = None if args.split == "all" else args.prepared / "split.json"
     split = None if args.split == "all" else args.split
     with tempfile.TemporaryDirectory(prefix="bench_evaluate.") as tmp:
@@ -51,7 +58,6 @@ def main() -> None:
                 bundle_dir,
                 args.data,
                 Path(tmp) / "eval.json",
-                max_fill_s=params.prepare.max_fill_s,
                 split_file=split_file,
                 split=split,
                 plots_dir=Path(tmp) / "plots" if args.plots else None,

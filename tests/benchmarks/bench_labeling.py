@@ -30,7 +30,7 @@ from airwatt.labeling.client import LabelStudioClient
 from airwatt.labeling.pull import pull
 from airwatt.labeling.push import push
 from airwatt.labeling.server import local_server
-from airwatt.models.bundle import ModelSpec, NormStats, OnOffSpec
+from airwatt.models.bundle import GapPolicy, ModelSpec, NormStats, OnOffSpec
 from airwatt.models.predict import ModelBundle, build_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +60,7 @@ def untrained_bundle(out: Path) -> Path:
         norm=NormStats(aggregate_mean_w=300.0, aggregate_std_w=400.0, power_mean_w=dict.fromkeys(APPS, 50.0),
                        power_std_w=dict.fromkeys(APPS, 200.0)),
         on_off={a: OnOffSpec(on_threshold_w=50, min_on_s=60, min_off_s=12, max_w=3000) for a in APPS},
+        gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
     )  # fmt: skip
     ModelBundle(spec, build_model(spec)).save(out)
     return out

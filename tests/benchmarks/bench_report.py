@@ -1,17 +1,19 @@
-"""Benchmark: report time and peak memory per device-month at 5 s, and for a fleet dataset; extrapolated.
+"""Benchmark: prediction and report time and peak memory per device-month at 5 s, and for a fleet dataset;
+extrapolated to 100,000 devices.
 
-    .venv/bin/python -m tests.benchmarks.bench_report [--arch causal] [--fleet data/validated]
-        [--prepared data/prepared] [--fleet-arch mean] [--skip-fleet]
+    .venv/bin/python -m tests.benchmarks.bench_report [--arch causal] [--threads 1] [--fleet data/validated]
+        [--prepared data/prepared] [--fleet-arch causal] [--skip-fleet]
 
-1. One device-month at 5 s (518,400 readings, 13 appliances): (a) the pure per-device report
-   (``device_report`` on given predictions); (b) the whole per-device path of the batch job: grid
-   (prepare's code), ``predict_series`` of an untrained ``--arch`` bundle (speed does not depend on the
-   weights), the report, charts and HTML page. Each runs in a fresh process; peak memory is the rise of
-   the process's peak RSS (VmHWM, reset before the run) over its RSS just before.
+1. One device-month at 5 s (518,400 readings, 13 appliances), on ``--threads`` torch and BLAS threads (one
+   core by default): (a) the pure per-device report (``device_report`` on given predictions); (b) the
+   per-device path of the batch job: grid (prepare's code, the model's gap policy), ``predict_series`` of
+   an untrained ``--arch`` bundle (speed does not depend on the weights; a real-time model's served rule:
+   one chunked sequence pass), the report data; then, apart, the charts and HTML page. Each runs in a fresh
+   process; peak memory is the rise of the process's peak RSS (VmHWM, reset before the run) over its RSS
+   just before (the model loaded and warmed up).
 2. ``airwatt report`` on ``--fleet`` (default: the 20-device, two-week simulated fleet) with an untrained
    ``--fleet-arch`` bundle built from ``--prepared`` statistics: wall seconds and peak RSS.
-3. The extrapolation to 100,000 devices x one month (about 52 billion readings): CPU-hours for (b), and
-   the wall time on N workers.
+3. The extrapolation to 100,000 device-months (about 52 billion readings): core-hours of (b).
 Prints figures and machine_info(); not a test.
 """
 
@@ -63,28 +65,19 @@ def month_readings(seed: int = 0) -> pd.DataFrame:
 
 
 def bundle_for(arch: str) -> Any:
+    """An untrained bundle (speed does not depend on the weights) of the 13 report appliances; a real-time
+    one with a typical decision rule (bench_inference.bundle_for)."""
+    from tests.benchmarks.bench_inference import bundle_for as untrained
+
+    return untrained(arch, 512 if arch == "causal" else 599, 13)
+
+
+def _one_core(threads: int) -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
-    from airwatt.appliances import APPLIANCES as SPECS
-    from airwatt.models import (
-        ModelBundle,
-        ModelSpec,
-        NormStats,
-        OnOffSpec,
-        build_model,
-        default_target,
-        default_window_length,
-    )
-
-    spec = ModelSpec(
-        arch=arch, appliances=APPLIANCES, window_length=default_window_length(arch),
-        target=default_target(arch), interval_s=5, norm=NormStats(aggregate_mean_w=600, aggregate_std_w=700,
-                                     power_mean_w=dict.fromkeys(APPLIANCES, 40.0),
-                                     power_std_w=dict.fromkeys(APPLIANCES, 200.0)),
-        on_off={a: OnOffSpec.of(SPECS[a]) for a in APPLIANCES},
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return ModelBundle(spec, build_model(spec))
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads, user_api="blas")
 
 
 def _core_only(queue: Any) -> None:
@@ -105,34 +98,42 @@ def _core_only(queue: Any) -> None:
     queue.put((time.perf_counter() - t0, (_status_kib("VmHWM") - base) / 1024))
 
 
-def _device_path(queue: Any, arch: str) -> None:
-    import torch
-
+def _device_path(queue: Any, arch: str, threads: int, model: Path | None) -> None:
     from airwatt.config import load_params
-    from airwatt.report.core import device_report
-    from airwatt.report.run import series_from_readings, write_device_page
+    from airwatt.prepare.grid import grid_device
+    from airwatt.report.core import DeviceSeries, device_report
+    from airwatt.report.run import write_device_page
 
-    torch.set_num_threads(torch.get_num_threads())
+    _one_core(threads)
     p = load_params(REPO / "params.yaml")
+    from airwatt.models import ModelBundle
+
     readings = month_readings()
-    bundle = bundle_for(arch)
+    bundle = ModelBundle.load(model) if model is not None else bundle_for(arch)
+    bundle.predict_series(np.full(2000, 300.0))  # warm-up (first-call allocations)
     base = _status_kib("VmRSS")
     _reset_peak()
     times = {}
     t0 = time.perf_counter()
-    series = series_from_readings(bundle, readings, device_id="bench", timezone="Asia/Manila",
-                                  max_fill_s=p.prepare.max_fill_s)  # fmt: skip
-    times["grid+predict"] = time.perf_counter() - t0
+    g = grid_device(readings, None, None, bundle.appliances, interval_s=5, max_fill_s=bundle.gap.max_fill_s)
+    times["grid"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    assert series is not None
-    report = device_report(series, p.report, period="month")
-    times["report"] = time.perf_counter() - t1
+    pred = bundle.predict_series(g.aggregate_w, g.valid)
+    times["predict"] = time.perf_counter() - t1
     t2 = time.perf_counter()
+    series = DeviceSeries("bench", "Asia/Manila", g.start_ms, 5.0, tuple(bundle.appliances), g.aggregate_w,
+                          g.valid, pred.power_w, pred.on)  # fmt: skip
+    report = device_report(series, p.report, period="month")
+    times["report"] = time.perf_counter() - t2
+    times["prediction + report"] = time.perf_counter() - t0
+    peak = (_status_kib("VmHWM") - base) / 1024
+    t3 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         write_device_page(Path(tmp), report, {})
-    times["pages"] = time.perf_counter() - t2
-    times["total"] = time.perf_counter() - t0
-    queue.put((times, (_status_kib("VmHWM") - base) / 1024, len(readings)))
+    times["pages"] = time.perf_counter() - t3
+    queue.put(
+        (times, peak, (_status_kib("VmHWM") - base) / 1024, len(readings), pred.rule, float(pred.on.mean()))
+    )
 
 
 def _fleet(queue: Any, data: Path, prepared: Path, arch: str) -> None:
@@ -151,14 +152,15 @@ def _fleet(queue: Any, data: Path, prepared: Path, arch: str) -> None:
 
     p = load_params(REPO / "params.yaml")
     torch.manual_seed(0)
-    spec = spec_from_prepared(prepared, arch, {}, default_window_length(arch), default_target(arch))
+    spec = spec_from_prepared(
+        prepared, arch, {}, default_window_length(arch), default_target(arch), max_invalid_fraction=0.1
+    )
     with tempfile.TemporaryDirectory() as tmp:
         bundle_dir = ModelBundle(spec, build_model(spec)).save(Path(tmp) / "bundle")
         base = _status_kib("VmRSS")
         _reset_peak()
         t0 = time.perf_counter()
-        report_dataset(bundle_dir, data, Path(tmp) / "reports", period="week", params=p.report,
-                       max_fill_s=p.prepare.max_fill_s)  # fmt: skip
+        report_dataset(bundle_dir, data, Path(tmp) / "reports", period="week", params=p.report)
         wall = time.perf_counter() - t0
     m = read_manifest(data)
     queue.put((wall, (_status_kib("VmHWM") - base) / 1024, len(m.devices), m.tables["readings"].rows))
@@ -183,25 +185,40 @@ def main() -> None:
     parser.add_argument("--prepared", type=Path, default=REPO / "data" / "prepared")
     parser.add_argument("--fleet-arch", default="causal", help="model of the fleet run (untrained)")
     parser.add_argument("--skip-fleet", action="store_true")
-    parser.add_argument("--workers", type=int, default=1000, help="workers assumed in the extrapolation")
+    parser.add_argument("--workers", type=int, default=1000, help="cores assumed in the extrapolation")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default: one core)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=REPO / "data" / "model",
+        help="a trained bundle (default: make run's, when there; else an untrained --arch bundle). A served "
+        "prediction computes the power heads only where an appliance is on, so its speed depends on that",
+    )
     args = parser.parse_args()
 
     core_s, core_mib = in_child(_core_only)
-    print(f"device-month at 5 s ({MONTH_READINGS:,} slots, {len(APPLIANCES)} appliances)")
-    print(f"  report core (device_report):   {core_s:7.2f} s   peak +{core_mib:6.0f} MiB")
-    times, path_mib, n = in_child(_device_path, args.arch)
     print(
-        f"  whole per-device path ({args.arch}, {n:,} readings): {times['total']:.2f} s, "
-        f"peak +{path_mib:.0f} MiB"
+        f"device-month at 5 s ({MONTH_READINGS:,} slots, {len(APPLIANCES)} appliances), "
+        f"{args.threads} thread(s)"
     )
-    for k in ("grid+predict", "report", "pages"):
-        print(f"    {k:<14} {times[k]:7.2f} s")
-    cpu_h = times["total"] * FLEET_DEVICES / 3600
     print(
-        f"extrapolation: {FLEET_DEVICES:,} devices x 1 month "
-        f"({FLEET_DEVICES * MONTH_READINGS / 1e9:.0f} billion "
-        f"readings) = {cpu_h:,.0f} process-hours at this speed; {cpu_h / args.workers * 60:,.1f} min on "
-        f"{args.workers} such workers; report core alone {core_s * FLEET_DEVICES / 3600:,.0f} process-hours"
+        f"  report core alone (device_report on given predictions): {core_s:.2f} s, peak +{core_mib:.0f} MiB"
+    )
+    model = args.model if args.model is not None and args.model.is_dir() else None
+    times, peak, peak_pages, n, rule, on = in_child(_device_path, args.arch, args.threads, model)
+    print(
+        f"  {model or f'untrained {args.arch}'} ({rule} rule, appliances on {on:.1%} of the time), "
+        f"{n:,} readings: prediction + report {times['prediction + report']:.2f} s, peak +{peak:.0f} MiB"
+    )
+    for k in ("grid", "predict", "report"):
+        print(f"    {k:<8} {times[k]:6.2f} s")
+    print(f"  then the charts and HTML page: {times['pages']:.2f} s (peak +{peak_pages:.0f} MiB with them)")
+    core_h = times["prediction + report"] * FLEET_DEVICES / 3600
+    print(
+        f"extrapolation: {FLEET_DEVICES:,} device-months ({FLEET_DEVICES * MONTH_READINGS / 1e9:.0f} billion "
+        f"readings) = {core_h:,.0f} core-hours of prediction + report at this speed "
+        f"({core_h / args.workers * 60:,.1f} min on {args.workers} cores); pages add "
+        f"{times['pages'] * FLEET_DEVICES / 3600:,.0f} core-hours"
     )
     if not args.skip_fleet and args.fleet.is_dir():
         wall, mib, devices, readings = in_child(_fleet, args.fleet, args.prepared, args.fleet_arch)

@@ -20,7 +20,8 @@ one connection, so a device's calls reach one worker. Modes:
 
 - ``batch``: per ``--batch-points`` DEVICESxCLIENTS, closed loop, /detect_batch with DEVICES devices;
 - ``single``: closed loop, ``--concurrency`` clients, /detect with one device per call;
-- ``paced``: ``--paced-devices`` devices each sending /detect every 5 s (real time) for ``--paced-s``;
+- ``paced``: ``--paced-devices`` devices each sending /detect every 5 s (real time) for ``--paced-s``,
+  after a warm-up that sends every device's history once (batch calls, not measured);
 - ``miss``: in-process, the cost of a cache miss (the history resent to a worker without the state)
   next to the previous engine's call for the same request (``--baseline`` git revision, default the
   commit before the streaming engine), one device per call.
@@ -242,7 +243,7 @@ async def call(http: aiohttp.ClientSession, path: str, body: str, res: Result) -
 
 
 def session(url: str) -> aiohttp.ClientSession:
-    connector = aiohttp.TCPConnector(limit=1)  # one kept-alive connection: one worker
+    connector = aiohttp.TCPConnector(limit=1, keepalive_timeout=600)  # one kept-alive connection: one worker
     return aiohttp.ClientSession(url, connector=connector, timeout=aiohttp.ClientTimeout(total=30))
 
 
@@ -338,6 +339,15 @@ async def paced(
     connections, a device always on the same one (routing by device)."""
     https = await balanced_sessions(url, connections, WORKERS)
     try:
+        warm = Result("warm-up")  # every device's history once, 50 per call on its own connection
+
+        async def fill(c: int, http: aiohttp.ClientSession) -> None:
+            mine = [d for d in range(base, base + devices) if d % connections == c]
+            for lo in range(0, len(mine), 50):
+                await send(http, streams, "stateless", mine[lo : lo + 50], warm)
+
+        await asyncio.gather(*(fill(c, h) for c, h in enumerate(https)))  # no connection idles meanwhile
+        streams.started.update(range(base, base + devices))
         await res.start()
         t0 = time.perf_counter()
         tasks: set[asyncio.Task] = set()

@@ -33,6 +33,12 @@ def add_training_args(ap: argparse.ArgumentParser, max_steps: int = 3000) -> Non
         "--no-mlflow", action="store_true", help="train without tracking (e.g. on a bare GPU box)"
     )
     ap.add_argument("--results", type=Path, default=None, help="append one JSON line per model here")
+    ap.add_argument(
+        "--arch-kwargs",
+        type=json.loads,
+        default=None,
+        help="the causal model's constructor arguments as JSON, e.g. '{\"hidden\": 64}' (default: params)",
+    )
 
 
 def mean_over_reference(report: dict[str, Any], key: str) -> float:
@@ -60,6 +66,9 @@ class Row:
     windows_per_s: float
     eval_s: float
     per_appliance: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rule: str = "offline"  # what mae_w and f1 score: served (real-time models) or offline
+    offline: dict[str, float] = field(default_factory=dict)  # a real-time model's offline mae_w and f1
+    switches: dict[str, Any] = field(default_factory=dict)  # the served rule's delays and false switches
 
 
 def train_and_evaluate(
@@ -86,6 +95,16 @@ def train_and_evaluate(
                 "train.accelerator": args.accelerator,
                 "train.num_workers": args.num_workers,
                 "train.checkpoint_dir": str(work / "checkpoints"),
+                **(
+                    {}
+                    if args.arch_kwargs is None
+                    else {
+                        "train.arch": {
+                            **load_params(REPO / "params.yaml").train.arch,
+                            "causal": args.arch_kwargs,
+                        }
+                    }
+                ),
             },
         )
         t = time.perf_counter()
@@ -102,7 +121,7 @@ def train_and_evaluate(
         t = time.perf_counter()
         device = "cuda" if gpu_name() != "none" else "cpu"
         bundle = ModelBundle.load(result.bundle_dir, device=device)
-        report = evaluate_bundle(bundle, data, max_fill_s=p.prepare.max_fill_s, **evaluate_kwargs)
+        report = evaluate_bundle(bundle, data, **evaluate_kwargs)
         eval_s = time.perf_counter() - t
         (work / "metrics" / f"{name}-test.json").write_text(json.dumps(report, indent=2, default=str))
         windows = result.global_step * args.batch_size
@@ -114,6 +133,11 @@ def train_and_evaluate(
             windows / train_s if windows else 0.0,
             eval_s,
             {a: report["appliances"].get(a, {}) for a in REFERENCE},
+            report["rule"],
+            {k: mean_over_reference(report["offline"], k) for k in ("mae_w", "f1")}
+            if "offline" in report
+            else {},
+            {a: report["switches"][a] for a in REFERENCE if a in report["switches"]},
         )
         if args.results is not None:
             line = {**row.__dict__, "windows": windows, "gpu": gpu_name()}
@@ -124,16 +148,32 @@ def train_and_evaluate(
 
 
 def print_table(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
-    print(f"{'model':<12} {'MAE W':>8} {'F1':>6} {'train s':>8} {'windows/s':>10} {'eval s':>7}")
+    """The mean figures per model (a real-time model: served, with its offline figures beside), then per
+    appliance, then the served rule's detection delays and false switches."""
+    print(f"{'model':<12} {'rule':<8} {'MAE W':>8} {'F1':>6} {'offline MAE / F1':>17} {'train s':>8} "
+          f"{'windows/s':>10} {'eval s':>7}")  # fmt: skip
     for r in rows:
-        figures = f"{r.mae_w:8.1f} {r.f1:6.3f} {r.train_s:8.0f} {r.windows_per_s:10,.0f} {r.eval_s:7.1f}"
-        print(f"{r.model:<12} {figures}")
+        off = f"{r.offline['mae_w']:8.1f} / {r.offline['f1']:.3f}" if r.offline else " " * 17
+        figures = (
+            f"{r.mae_w:8.1f} {r.f1:6.3f} {off:>17} {r.train_s:8.0f} {r.windows_per_s:10,.0f} {r.eval_s:7.1f}"
+        )
+        print(f"{r.model:<12} {r.rule:<8} {figures}")
     print("\nper appliance (MAE W / F1):")
     for r in rows:
         cells = [
             f"{a}={_num(v.get('mae_w')):.1f}/{_num(v.get('f1')):.2f}" for a, v in r.per_appliance.items()
         ]
         print(f"  {r.model:<12} " + "  ".join(cells))
+    served = [r for r in rows if r.switches]
+    if served:
+        print("\nserved switch-ons (detected share, median / p90 delay s, false switches per day):")
+        for r in served:
+            cells = [
+                f"{a}={_num(v.get('detected')):.2f}, {_num(v.get('delay_median_s')):.0f}/"
+                f"{_num(v.get('delay_p90_s')):.0f} s, {_num(v.get('false_switches_per_day')):.1f}/day"
+                for a, v in r.switches.items()
+            ]
+            print(f"  {r.model:<12} " + "  ".join(cells))
     print(f"\nsteps {args.max_steps} x batch {args.batch_size}; outputs in {work}")
     print(f"gpu: {gpu_name()}")
     print(machine_info())

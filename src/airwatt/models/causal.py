@@ -51,6 +51,9 @@ class FusedBlock:
     bias: torch.Tensor  # (out,)
     mix: torch.Tensor  # (out, out)
     mix_bias: torch.Tensor  # (out,)
+    before_t: torch.Tensor  # (in, out): channels last, for reading p - dilation
+    now_t: torch.Tensor  # (in, out): for reading p
+    mix_t: torch.Tensor  # (out, out)
 
 
 class CausalBlock(nn.Module):
@@ -81,23 +84,35 @@ class CausalBlock(nn.Module):
             assert bn.running_mean is not None and bn.running_var is not None
             scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (out,)
             conv = self.conv.weight * scale[:, None, None]  # (out, in, 2)
+            mix = self.mix.weight.squeeze(-1)
             return FusedBlock(
                 conv=conv.contiguous(),
                 pair=conv.permute(0, 2, 1).reshape(self.out_ch, 2 * self.in_ch).contiguous(),
                 bias=(bn.bias - bn.running_mean * scale).contiguous(),
-                mix=self.mix.weight.squeeze(-1).contiguous(),
+                mix=mix.contiguous(),
                 mix_bias=cast(torch.Tensor, self.mix.bias).detach().clone(),
+                before_t=conv[..., 0].T.contiguous(),
+                now_t=conv[..., 1].T.contiguous(),
+                mix_t=mix.T.contiguous(),
             )
 
     def sequence(self, h: torch.Tensor, f: FusedBlock | None = None) -> torch.Tensor:
-        """(B, C_in, T) -> (B, C_out, T), every position; left-padded: p reads only p and p - dilation.
-        With ``f`` (this block's ``fused()``, eval mode only): the same through the folded weights."""
-        residual = F.pad(h, (0, 0, 0, self.out_ch - self.in_ch))
+        """(B, T, C_in) -> (B, T, C_out), every position, channels last; left-padded: position p reads only p
+        and p - dilation (zeros before the start). With ``f`` (this block's ``fused()``, eval mode only): the
+        same through the folded weights. Two matrix products per block (no padded copy, no transposes)."""
+        d = self.dilation
         if f is not None:
-            y = torch.relu_(F.conv1d(F.pad(h, (self.dilation, 0)), f.conv, f.bias, dilation=self.dilation))
-            return F.conv1d(y, f.mix.unsqueeze(-1), f.mix_bias).add_(residual)
-        y = F.conv1d(F.pad(h, (self.dilation, 0)), self.conv.weight, dilation=self.dilation)
-        return residual + self.mix(torch.relu(self.norm(y)))
+            y = torch.matmul(h, f.now_t).add_(f.bias)
+            y[:, d:] += torch.matmul(h[:, :-d], f.before_t)
+            out = torch.matmul(torch.relu_(y), f.mix_t).add_(f.mix_bias)
+            out[..., : self.in_ch] += h
+            return out
+        w = self.conv.weight
+        y = torch.matmul(h, w[..., 1].T)
+        y = torch.cat([y[:, :d], y[:, d:] + torch.matmul(h[:, :-d], w[..., 0].T)], dim=1)
+        y = self.norm(y.reshape(-1, self.out_ch)).reshape(y.shape)
+        residual = F.pad(h, (0, self.out_ch - self.in_ch))
+        return residual + F.linear(torch.relu(y), self.mix.weight.squeeze(-1), self.mix.bias)
 
     def pyramid(self, h: torch.Tensor, f: FusedBlock | None = None) -> torch.Tensor:
         """(B, n, C_in) readings t - j*d (ascending, n even) -> (B, n/2, C_out) readings t - j*2d.
@@ -207,10 +222,34 @@ class CausalNet(nn.Module):
 
     def forward_sequence(self, x: torch.Tensor) -> ModelOutput:
         """(B, T) normalised series -> outputs at every position, (B, T, A) each; zeros before the start."""
-        h = torch.relu(self.stem(x.unsqueeze(1)))  # (B, C, T)
+        h = self.trunk_of(self.sequence_skips(x))
+        return ModelOutput(self.power_head(h), self.on_head(h))
+
+    def sequence_skips(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, T) normalised series -> every block's input and the last block's output at every position,
+        (B, T, C_l) each, channels last (the features of a position are their concatenation)."""
+        stem = self.stem
+        h = torch.relu(x.unsqueeze(-1) * stem.weight.view(1, 1, -1) + cast(torch.Tensor, stem.bias))
         skips = [h]
         for block, fused in zip(self._blocks(), self._fused_blocks(), strict=True):
             h = block.sequence(h, fused)
             skips.append(h)
-        features = torch.cat(skips, dim=1).transpose(1, 2)  # (B, T, sum of widths)
-        return self._heads(features)
+        return skips
+
+    def trunk_of(self, skips: list[torch.Tensor]) -> torch.Tensor:
+        """The trunk's output (..., hidden) from ``sequence_skips``: its linear layer as one product per skip
+        summed, the same function as ``trunk(cat(skips))`` without building the concatenation."""
+        linear = cast(nn.Linear, self.trunk[0])
+        lead = skips[0].shape[:-1]
+        flat = [s.reshape(-1, s.shape[-1]) for s in skips]  # (N, C_l) each
+        out = torch.addmm(linear.bias, flat[0], linear.weight[:, : flat[0].shape[1]].T)
+        offset = flat[0].shape[1]
+        for s in flat[1:]:
+            width = s.shape[1]
+            if torch.is_grad_enabled():
+                out = out + s @ linear.weight[:, offset : offset + width].T
+            else:
+                out.addmm_(s, linear.weight[:, offset : offset + width].T)  # in place: no new tensor
+            offset += width
+        out = torch.relu(out) if torch.is_grad_enabled() else torch.relu_(out)
+        return cast(torch.Tensor, self.trunk[2](out)).reshape(*lead, -1)  # dropout: identity in eval

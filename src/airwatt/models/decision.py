@@ -210,11 +210,12 @@ def _tail_run(qualifying: np.ndarray, cap: np.ndarray) -> np.ndarray:
 
 
 def decide_series(
-    rule: DecisionRule, prob: np.ndarray, known: np.ndarray, first_slot: int = 0
+    rule: DecisionRule, prob: np.ndarray, known: np.ndarray, first_slot: int = 0, *, final: bool = True
 ) -> DecidedSeries:
     """The rule over a whole series at once (vectorised; equal to stepping ``DecisionState`` from blank).
 
-    ``prob`` (T, A) on-probabilities, ``known`` (T,) or (T, A) whether each reading is answered at all.
+    ``prob`` (T, A) on-probabilities, ``known`` (T,) or (T, A) whether each reading is answered at all;
+    ``final=False`` skips the state after the last reading (``DecidedSeries.final`` is then blank).
     """
     prob = np.asarray(prob)
     known = np.asarray(known, bool)
@@ -233,10 +234,10 @@ def decide_series(
     on_start = _latest(c_on & (before_on <= last_off), slots - rule.n_on + 1)
     off_start = _latest(c_off & (before_off <= last_on), slots - rule.n_off + 1)
     on, since = state_at(rule, slots, prob, last_on, last_off, on_start, off_start)
-    if t_len == 0:
-        final = DecisionState.blank(1, a)
+    if t_len == 0 or not final:
+        state = DecisionState.blank(1, a)
     else:
-        final = DecisionState(
+        state = DecisionState(
             _tail_run(q_on, rule.n_on)[None],
             _tail_run(q_off, rule.n_off)[None],
             last_on[-1:].copy(),
@@ -244,7 +245,7 @@ def decide_series(
             on_start[-1:].copy(),
             off_start[-1:].copy(),
         )
-    return DecidedSeries(on, since, final)
+    return DecidedSeries(on, since, state)
 
 
 def decision_spec(

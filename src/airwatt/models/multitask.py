@@ -43,9 +43,19 @@ class PerApplianceMLP(nn.Module):
         nn.init.uniform_(self.w2, -(hidden**-0.5), hidden**-0.5)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        # (..., F) -> (..., A, H) -> (..., A)
-        h = torch.relu(torch.einsum("...f,afh->...ah", features, self.w1) + self.b1)
-        return (h * self.w2).sum(-1) + self.b2
+        # (..., F) -> (..., A * H): every appliance's first layer in one matrix product -> (..., A)
+        a, f, hidden = self.w1.shape
+        first = torch.matmul(features, self.w1.permute(1, 0, 2).reshape(f, a * hidden))
+        h = first.view(*features.shape[:-1], a, hidden)
+        if torch.is_grad_enabled():
+            h = torch.relu(h + self.b1)
+            return (h * self.w2).sum(-1) + self.b2
+        h = h.add_(self.b1).relu_().mul_(self.w2)  # in place: no (..., A, H) temporaries at inference
+        return h.sum(-1).add_(self.b2)
+
+    def forward_one(self, features: torch.Tensor, j: int) -> torch.Tensor:
+        """Appliance ``j``'s output alone: (N, F) -> (N,), the same function as ``forward(...)[:, j]``."""
+        return torch.relu(features @ self.w1[j] + self.b1[j]) @ self.w2[j] + self.b2[j]
 
 
 class ResBlock(nn.Module):

@@ -307,14 +307,7 @@ class ModelBundle:
     ) -> SeriesOutputs:
         """The decoded outputs at every reading of one device's aggregate series (T,) on the regular
         ``interval_s`` grid, before any on/off rule (``decide``)."""
-        agg = np.asarray(aggregate_w)
-        if agg.ndim != 1:
-            raise DataError(f"aggregate_w must be one series of shape (T,), got shape {agg.shape}")
-        if valid is not None and np.shape(valid) != agg.shape:
-            raise DataError(f"valid has shape {np.shape(valid)}, aggregate_w {agg.shape}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, not {batch_size}")
-        ok = np.isfinite(agg) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(agg)
+        agg, ok = _checked_series(aggregate_w, valid, batch_size)
         x = torch.from_numpy(self.normalise(agg, ok))
         power_w, prob_on, has_on_head = self._series_outputs(x, batch_size)  # (T, A) each
         return SeriesOutputs(power_w, prob_on, ok, has_on_head)
@@ -329,7 +322,7 @@ class ModelBundle:
                     f"the {self.spec.arch} model predicts the {self.target} reading: not served"
                 )
             known = answerable(out.valid, self.window_length, self.gap.max_invalid_fraction)
-            on = decide_series(self.decision_rule, out.prob_on, known).on & known[:, None]
+            on = decide_series(self.decision_rule, out.prob_on, known, final=False).on & known[:, None]
             power_w = np.where(on, out.power_w, np.float32(0.0))
             prob_on = np.where(known[:, None], out.prob_on, np.float32(0.0))
             return SeriesPrediction(self.appliances, power_w, prob_on, on, known, "served")
@@ -350,7 +343,45 @@ class ModelBundle:
     ) -> SeriesPrediction:
         """Predict every reading of one device's aggregate series (T,) on the regular ``interval_s`` grid,
         by the model's rule (``rule`` to choose: module docstring)."""
+        rule = rule or ("served" if self.real_time else "offline")
+        if rule == "served" and self._use_sequence_path() and hasattr(self.model, "sequence_skips"):
+            agg, ok = _checked_series(aggregate_w, valid, batch_size)
+            return self._served_sequence(torch.from_numpy(self.normalise(agg, ok)), ok)
         return self.decide(self.series_outputs(aggregate_w, valid, batch_size=batch_size), rule)
+
+    def _served_sequence(self, x: torch.Tensor, ok: np.ndarray) -> SeriesPrediction:
+        """The served rule in one chunked sequence pass: per chunk the on-probabilities, the decision rule
+        over them (its bounded memory carried over from the chunk before) and the power heads only where an
+        appliance is on (the served watts are 0 W elsewhere). The same answers as
+        ``decide(series_outputs(...), "served")`` (tested), without the power heads' work where all is off."""
+        model: Any = self.model
+        w, a, rule = self.window_length, len(self.appliances), self.decision_rule
+        keep = rule.memory - 1  # probabilities carried into the next chunk's decisions
+        known = answerable(ok, w, self.gap.max_invalid_fraction)
+        power_w = np.zeros((len(x), a), np.float32)
+        prob_on = np.zeros((len(x), a), np.float32)
+        on = np.zeros((len(x), a), bool)
+        d = self.decoder
+        padded = F.pad(x.to(self.device), (w - 1, 0))  # (T + W - 1,): zeros before the start
+        carried_p, carried_k = np.zeros((0, a), np.float32), np.zeros(0, bool)
+        with torch.inference_mode():
+            for lo in range(0, len(x), SEQUENCE_CHUNK):
+                skips = model.sequence_skips(padded[lo : lo + SEQUENCE_CHUNK + w - 1].unsqueeze(0))
+                h = model.trunk_of([s[0, w - 1 :] for s in skips])  # (n, hidden)
+                prob = torch.sigmoid(model.on_head(h).float()).cpu().numpy()  # (n, A)
+                hi = lo + len(prob)
+                ext_p, ext_k = np.concatenate([carried_p, prob]), np.concatenate([carried_k, known[lo:hi]])
+                decided = decide_series(rule, ext_p, ext_k, final=False).on
+                state = decided[len(carried_p) :] & known[lo:hi, None]
+                carried_p, carried_k = ext_p[len(ext_p) - keep :], ext_k[len(ext_k) - keep :]
+                for j in np.flatnonzero(state.any(axis=0)):
+                    rows = np.flatnonzero(state[:, j])
+                    p = model.power_head.forward_one(h[torch.from_numpy(rows).to(h.device)], int(j)).float()
+                    watts = torch.minimum((p * d.std_w[j] + d.mean_w[j]).clamp(min=0.0), d.max_w[j])
+                    power_w[lo + rows, j] = watts.cpu().numpy()
+                prob_on[lo:hi] = np.where(known[lo:hi, None], prob, np.float32(0.0))
+                on[lo:hi] = state
+        return SeriesPrediction(self.appliances, power_w, prob_on, on, known, "served")
 
     def _series_outputs(self, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """(T,) normalised series -> (T, A) watts and on-probability (numpy float32), and whether the model
@@ -413,6 +444,21 @@ class ModelBundle:
             inside = np.searchsorted(starts, ts_ms, side="right") - np.searchsorted(ends, ts_ms, side="right")
             out[:, j] = inside > 0
         return out
+
+
+def _checked_series(
+    aggregate_w: np.ndarray, valid: np.ndarray | None, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the series, its valid readings) after checking the shapes; DataError or ConfigError naming them."""
+    agg = np.asarray(aggregate_w)
+    if agg.ndim != 1:
+        raise DataError(f"aggregate_w must be one series of shape (T,), got shape {agg.shape}")
+    if valid is not None and np.shape(valid) != agg.shape:
+        raise DataError(f"valid has shape {np.shape(valid)}, aggregate_w {agg.shape}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, not {batch_size}")
+    ok = np.isfinite(agg) if valid is None else np.asarray(valid, dtype=bool) & np.isfinite(agg)
+    return agg, ok
 
 
 def _first_error(e: ValidationError) -> str:

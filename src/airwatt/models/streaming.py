@@ -139,14 +139,10 @@ class CausalStreams:
         """
         if x.shape[1] < self.net.receptive_field:
             raise ValueError(f"seed needs at least {self.net.receptive_field} readings, got {x.shape[1]}")
-        h = torch.relu(self.net.stem(x.unsqueeze(1)))  # (B, C0, T)
-        skips, tails = [h[:, :, -keep:]], []
-        for block, f in zip(self.net._blocks(), self._fused(), strict=True):
-            tails.append(_np(h[:, :, -block.dilation :].transpose(1, 2)))  # (B, 2^l, C_in)
-            h = block.sequence(h, f)
-            skips.append(h[:, :, -keep:])
-        features = torch.cat(skips, dim=1).transpose(1, 2)  # (B, keep, sum of widths)
-        return self.net._heads(features), tails
+        skips = self.net.sequence_skips(x)  # (B, T, C_l) each: block l's input is skips[l]
+        tails = [_np(s[:, -d:]) for s, d in zip(skips, self.dilations, strict=False)]  # (B, 2^l, C_in)
+        h = self.net.trunk_of([s[:, -keep:] for s in skips])
+        return ModelOutput(self.net.power_head(h), self.net.on_head(h)), tails
 
     def store(self, rows: np.ndarray, end_slots: np.ndarray, tails: list[np.ndarray]) -> None:
         """Put ``seed``'s block inputs of histories ending at ``end_slots`` (B,) into ``rows`` (B,)."""

@@ -4,15 +4,19 @@ The objective is the served F1 of each appliance: the rule's state at every read
 against the truth, pooled over the validation devices (readings the service leaves unanswered count as
 off, as in evaluation). The search is coordinate-wise over the candidate values in params.yaml
 ``train.decision``: the on-probability first (no band, no confirmation), then the hysteresis band, then the
-on and the off confirmation, then the on-probability once more with the others fixed. An appliance never on
-in the validation truth keeps the plain rule (``prob_on >= 0.5`` per reading). Test data is never read here.
+on and the off confirmation, then the on-probability once more with the others fixed. A candidate replaces
+the current values only when it gains more than ``min_gain`` F1 (a few validation devices are a small
+sample: the plainer rule wins ties and near-ties). A confirmation is never longer than the appliance's own
+minimum on (off) duration of the labelling rule, so no activation the truth counts is confirmed away. An
+appliance never on in the validation truth keeps the plain rule (``prob_on >= 0.5`` per reading). Test data
+is never read here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +50,7 @@ class DecisionGrid:
     on_prob: Sequence[float]
     band: Sequence[float]
     confirm_s: Sequence[float]
+    min_gain: float = 0.01
 
 
 def _f1(rule: DecisionRule, series: Sequence[TuningSeries], j: int) -> float:
@@ -64,20 +69,27 @@ def _rule(p: ApplianceDecision, memory_s: float, interval_s: float) -> DecisionR
 
 
 def tune_appliance(
-    series: Sequence[TuningSeries], j: int, grid: DecisionGrid, interval_s: float
+    series: Sequence[TuningSeries],
+    j: int,
+    grid: DecisionGrid,
+    interval_s: float,
+    max_confirm_s: tuple[float, float] | None = None,
 ) -> tuple[ApplianceDecision, float]:
-    """The best parameters of appliance column ``j`` by the coordinate search, and their F1."""
+    """The best parameters of appliance column ``j`` by the coordinate search, and their F1.
+    ``max_confirm_s``: the longest on and off confirmations allowed (the appliance's minimum durations)."""
     current = ApplianceDecision(on_prob=0.5, off_prob=0.5, confirm_on_s=0.0, confirm_off_s=0.0)
     if not any((s.truth_on[:, j] & s.truth_valid[:, j]).any() for s in series):
         return current, float("nan")
-    confirms = [c for c in grid.confirm_s if c <= grid.memory_s]
+    cap_on, cap_off = max_confirm_s or (grid.memory_s, grid.memory_s)
+    confirms_on = [c for c in grid.confirm_s if c <= min(grid.memory_s, max(interval_s, cap_on))]
+    confirms_off = [c for c in grid.confirm_s if c <= min(grid.memory_s, max(interval_s, cap_off))]
     best = _f1(_rule(current, grid.memory_s, interval_s), series, j)
 
     def try_all(candidates: list[ApplianceDecision]) -> None:
         nonlocal current, best
         for cand in candidates:
             f1 = _f1(_rule(cand, grid.memory_s, interval_s), series, j)
-            if f1 > best + 1e-12:  # the first among equals: the plainer values come first
+            if f1 > best + grid.min_gain:  # near-ties keep the plainer values (they come first)
                 current, best = cand, f1
 
     def with_(**kw: float) -> ApplianceDecision:
@@ -87,20 +99,24 @@ def tune_appliance(
     bands = [b for b in grid.band if b > 0]
     try_all([with_(off_prob=max(0.0, current.on_prob - b)) for b in bands])
     band = current.on_prob - current.off_prob
-    try_all([with_(confirm_on_s=c) for c in confirms])
-    try_all([with_(confirm_off_s=c) for c in confirms])
+    try_all([with_(confirm_on_s=c) for c in confirms_on])
+    try_all([with_(confirm_off_s=c) for c in confirms_off])
     try_all([with_(on_prob=p, off_prob=max(0.0, p - band)) for p in grid.on_prob])
     return current, best
 
 
 def tune_decision(
-    series: Sequence[TuningSeries], appliances: Sequence[str], grid: DecisionGrid, interval_s: float
+    series: Sequence[TuningSeries],
+    appliances: Sequence[str],
+    grid: DecisionGrid,
+    interval_s: float,
+    max_confirm_s: Mapping[str, tuple[float, float]] | None = None,
 ) -> tuple[DecisionSpec, dict[str, float | None]]:
     """The tuned rule of every appliance and its validation F1 (None: no truth-on to tune on)."""
     params: dict[str, ApplianceDecision] = {}
     scores: dict[str, float | None] = {}
     for j, name in enumerate(appliances):
-        p, f1 = tune_appliance(series, j, grid, interval_s)
+        p, f1 = tune_appliance(series, j, grid, interval_s, (max_confirm_s or {}).get(name))
         params[name] = p
         scores[name] = None if np.isnan(f1) else f1
         log.info("decision rule %s: %s (validation served F1 %s)", name, p.model_dump(), scores[name])
@@ -134,7 +150,8 @@ def tune_bundle(bundle: ModelBundle, prepared_dir: Path, grid: DecisionGrid) -> 
     from airwatt.models.predict import ModelBundle
 
     series = validation_series(bundle, prepared_dir)
-    spec, scores = tune_decision(series, bundle.appliances, grid, bundle.interval_s)
+    caps = {a: (bundle.spec.on_off[a].min_on_s, bundle.spec.on_off[a].min_off_s) for a in bundle.appliances}
+    spec, scores = tune_decision(series, bundle.appliances, grid, bundle.interval_s, caps)
     provenance = {**bundle.spec.provenance, "decision_val_f1": scores}
     return ModelBundle(
         bundle.spec.model_copy(update={"decision": spec, "provenance": provenance}), bundle.model

@@ -237,26 +237,35 @@ class SlotEnergy:
 
 
 def slot_energy(s: DeviceSeries, t: LocalTime, params: ReportParams) -> SlotEnergy:
-    """Clip appliances to the measured power, the remainder, and each slot's cost (module docstring)."""
+    """Clip appliances to the measured power, the remainder, and each slot's cost (module docstring).
+
+    Per-slot (T,) values are float64; the (T, A) appliance arrays float32 (a device-month is 518,400 x A
+    slots) and every sum over them is taken in float64 (``_sum``), so the totals reconcile as before."""
     valid = s.valid
-    measured = np.where(valid, np.asarray(s.aggregate_w, np.float64), 0.0)  # float64: sums of 518,400 slots
-    predicted = np.where(
-        valid[:, None], np.clip(np.nan_to_num(s.power_w.astype(np.float64), nan=0.0), 0.0, None), 0.0
-    )
-    total = predicted.sum(axis=1)
+    measured = np.where(valid, np.asarray(s.aggregate_w, np.float64), 0.0)
+    appliance = np.nan_to_num(np.array(s.power_w, dtype=np.float32), nan=0.0)  # a copy, (T, A)
+    np.clip(appliance, 0.0, None, out=appliance)
+    appliance[~valid] = 0.0
+    total = appliance.sum(axis=1, dtype=np.float64)
     cap = np.maximum(measured, 0.0)
     scale = np.divide(cap, total, out=np.ones_like(total), where=total > cap)
-    appliance = predicted * scale[:, None]
-    explained = appliance.sum(axis=1)
+    np.multiply(appliance, scale[:, None], out=appliance, casting="same_kind")
+    explained = appliance.sum(axis=1, dtype=np.float64)
     energy_kwh = measured * s.interval_s / WS_PER_KWH
     cost = slot_costs(params.tariff, energy_kwh, t.second, t.month)
     price_w = np.divide(cost, measured, out=np.zeros_like(cost), where=measured > 0)  # cost per W in slot
     remainder = measured - explained
     remainder_cost = np.where(measured > 0, remainder * price_w, cost)
+    appliance_cost = appliance * price_w[:, None].astype(np.float32)
     return SlotEnergy(
-        measured, appliance, remainder, total - explained, s.on & valid[:, None], cost,
-        appliance * price_w[:, None], remainder_cost,
+        measured, appliance, remainder, total - explained, s.on & valid[:, None], cost, appliance_cost,
+        remainder_cost,
     )  # fmt: skip
+
+
+def _sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Sums of ``values`` (T, ...) over the runs beginning at ``starts``, in float64."""
+    return np.add.reduceat(values, starts, axis=0, dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------ per day
@@ -276,7 +285,7 @@ def day_tables(s: DeviceSeries, t: LocalTime, e: SlotEnergy) -> tuple[pd.DataFra
     counts = np.diff([*starts, len(s)])
     measured_h = np.add.reduceat(s.valid, starts) * hours
     measured_kwh = np.add.reduceat(e.measured_w, starts) * kwh
-    app_kwh = np.add.reduceat(e.appliance_w, starts, axis=0) * kwh  # (D, A)
+    app_kwh = _sum(e.appliance_w, starts) * kwh  # (D, A)
     rem_kwh = np.add.reduceat(e.remainder_w, starts) * kwh
     peak_agg = np.maximum.reduceat(np.where(s.valid, s.aggregate_w, -np.inf), starts)
     dates = _dates(t.day[starts])
@@ -301,9 +310,9 @@ def day_tables(s: DeviceSeries, t: LocalTime, e: SlotEnergy) -> tuple[pd.DataFra
         "energy_kwh": app_kwh,
         "on_hours": np.add.reduceat(e.on, starts, axis=0) * hours,
         "cycles": np.add.reduceat(rising, starts, axis=0).astype(float),
-        "peak_w": np.maximum.reduceat(e.appliance_w, starts, axis=0),
+        "peak_w": np.maximum.reduceat(e.appliance_w, starts, axis=0).astype(np.float64),
         "share": app_kwh / share_of[:, None],
-        "cost": np.add.reduceat(e.appliance_cost, starts, axis=0),
+        "cost": _sum(e.appliance_cost, starts),
     }
     rem = {
         "energy_kwh": rem_kwh,

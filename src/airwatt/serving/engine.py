@@ -522,8 +522,9 @@ class Engine:
             return {"device_id": a.device_id, "model_version": self.model_version, "at": at,
                     "status": "unknown", "reason": reason, "appliances": {}}  # fmt: skip
         since = [None if s is None else _iso(s) for s in a.since_ms]
-        prob = a.prob.astype(np.float64).round(PROB_DECIMALS).tolist()
-        values = zip(self.appliances, a.on.tolist(), prob, since, strict=True)
+        prob = [round(float(p), PROB_DECIMALS) for p in a.prob]
+        on = [bool(o) for o in a.on]
+        values = zip(self.appliances, on, prob, since, strict=True)
         states = {name: {"on": o, "prob_on": p, "since": t} for name, o, p, t in values}
         return {"device_id": a.device_id, "model_version": self.model_version, "at": at, "status": "ok",
                 "reason": None, "appliances": states}  # fmt: skip

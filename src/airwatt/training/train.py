@@ -448,4 +448,6 @@ def power_learnable(data_dir: Path, spec: ModelSpec) -> list[bool]:
 def decision_grid(cfg: TrainParams) -> DecisionGrid:
     """params.yaml ``train.decision`` as the tuning search's candidates."""
     d = cfg.decision
-    return DecisionGrid(memory_s=d.memory_s, on_prob=d.on_prob, band=d.band, confirm_s=d.confirm_s)
+    return DecisionGrid(
+        memory_s=d.memory_s, on_prob=d.on_prob, band=d.band, confirm_s=d.confirm_s, min_gain=d.min_gain
+    )
