@@ -150,9 +150,35 @@ def test_tuning_finds_a_rule_that_beats_the_plain_threshold_on_flickering_probab
         )
     ]
     grid = DecisionGrid(memory_s=120, on_prob=[0.5, 0.6, 0.7], band=[0.0, 0.2], confirm_s=[0, 10, 20])
-    params, f1 = tune_appliance(series, 0, grid, IV)
+    params, f1 = tune_appliance(series, 0, grid, IV, max_confirm_s=(60, 60))
     plain = decide_series(rule_of(120, on_prob=0.5, off_prob=0.5, confirm_on_s=0, confirm_off_s=0),
                           prob[:, None], np.ones(n, bool)).on[:, 0]  # fmt: skip
     plain_f1 = 2 * (plain & truth).sum() / (plain.sum() + truth.sum())
     assert f1 > plain_f1 + 0.03
     assert params.confirm_on_s > 0 or params.off_prob < params.on_prob
+
+
+def test_tuning_never_confirms_longer_than_the_appliances_minimum_durations() -> None:
+    """A microwave (min on 12 s): confirmations above it are not searched, however the validation data
+    looks; an appliance never on in validation keeps the labelling rule made causal."""
+    from airwatt.models.tuning import DecisionGrid, TuningSeries, tune_appliance
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    truth = (np.arange(n) % 400) < 100
+    prob = np.where(truth, 0.8, 0.2) + rng.normal(0, 0.25, n)
+    series = [
+        TuningSeries(
+            prob[:, None].astype(np.float32), np.ones(n, bool), truth[:, None], np.ones((n, 1), bool)
+        )
+    ]
+    grid = DecisionGrid(memory_s=120, on_prob=[0.5, 0.7], band=[0.0, 0.2], confirm_s=[0, 10, 30, 120])
+    params, _ = tune_appliance(series, 0, grid, IV, max_confirm_s=(12, 30))
+    assert params.confirm_on_s <= 12 and params.confirm_off_s <= 30
+    never = [
+        TuningSeries(
+            prob[:, None].astype(np.float32), np.ones(n, bool), np.zeros((n, 1), bool), np.ones((n, 1), bool)
+        )
+    ]
+    start, f1 = tune_appliance(never, 0, grid, IV, max_confirm_s=(1800, 160))
+    assert np.isnan(f1) and (start.on_prob, start.confirm_on_s, start.confirm_off_s) == (0.5, 120, 120)

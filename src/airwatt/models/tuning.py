@@ -4,12 +4,13 @@ The objective is the served F1 of each appliance: the rule's state at every read
 against the truth, pooled over the validation devices (readings the service leaves unanswered count as
 off, as in evaluation). The search is coordinate-wise over the candidate values in params.yaml
 ``train.decision``: the on-probability first (no band, no confirmation), then the hysteresis band, then the
-on and the off confirmation, then the on-probability once more with the others fixed. A candidate replaces
-the current values only when it gains more than ``min_gain`` F1 (a few validation devices are a small
-sample: the plainer rule wins ties and near-ties). A confirmation is never longer than the appliance's own
-minimum on (off) duration of the labelling rule, so no activation the truth counts is confirmed away. An
-appliance never on in the validation truth keeps the plain rule (``prob_on >= 0.5`` per reading). Test data
-is never read here.
+on and the off confirmation, then the on-probability once more with the others fixed. The search starts
+from the labelling rule made causal (``start_rule``: ``prob_on >= 0.5``, confirmations as long as the
+appliance's minimum on and off durations, within the memory), and a candidate replaces the current values
+only when it gains more than ``min_gain`` F1 (a few validation devices are a small sample: near-ties keep
+the start). A confirmation is never longer than the appliance's own minimum duration, so no activation the
+truth counts is confirmed away. An appliance never on in the validation truth keeps the start rule. Test
+data is never read here.
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def _rule(p: ApplianceDecision, memory_s: float, interval_s: float) -> DecisionR
     return DecisionRule.of(DecisionSpec(memory_s=memory_s, appliances={"a": p}), ["a"], interval_s)
 
 
+def start_rule(confirms_on: Sequence[float], confirms_off: Sequence[float]) -> ApplianceDecision:
+    """The labelling rule made causal: ``prob_on >= 0.5``, and the longest confirmations allowed (the
+    appliance's minimum durations, within the memory)."""
+    return ApplianceDecision(
+        on_prob=0.5, off_prob=0.5, confirm_on_s=max(confirms_on, default=0.0),
+        confirm_off_s=max(confirms_off, default=0.0),
+    )  # fmt: skip
+
+
 def tune_appliance(
     series: Sequence[TuningSeries],
     j: int,
@@ -77,12 +87,12 @@ def tune_appliance(
 ) -> tuple[ApplianceDecision, float]:
     """The best parameters of appliance column ``j`` by the coordinate search, and their F1.
     ``max_confirm_s``: the longest on and off confirmations allowed (the appliance's minimum durations)."""
-    current = ApplianceDecision(on_prob=0.5, off_prob=0.5, confirm_on_s=0.0, confirm_off_s=0.0)
-    if not any((s.truth_on[:, j] & s.truth_valid[:, j]).any() for s in series):
-        return current, float("nan")
-    cap_on, cap_off = max_confirm_s or (grid.memory_s, grid.memory_s)
+    cap_on, cap_off = max_confirm_s or (0.0, 0.0)
     confirms_on = [c for c in grid.confirm_s if c <= min(grid.memory_s, max(interval_s, cap_on))]
     confirms_off = [c for c in grid.confirm_s if c <= min(grid.memory_s, max(interval_s, cap_off))]
+    current = start_rule(confirms_on, confirms_off)
+    if not any((s.truth_on[:, j] & s.truth_valid[:, j]).any() for s in series):
+        return current, float("nan")
     best = _f1(_rule(current, grid.memory_s, interval_s), series, j)
 
     def try_all(candidates: list[ApplianceDecision]) -> None:

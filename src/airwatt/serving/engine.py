@@ -203,9 +203,12 @@ class Engine:
             if steps:
                 for i, answer in self._step(steps).items():
                     answers[i] = answer
-            if misses:
-                for i, answer in self._fresh(misses).items():
-                    answers[i] = answer
+            short = [m for m in misses if len(m.grid) < self.history]
+            seeded = [m for m in misses if len(m.grid) >= self.history]
+            for group, compute in ((short, self._windows), (seeded, self._fresh)):
+                if group:
+                    for i, answer in compute(group).items():
+                        answers[i] = answer
         assert all(a is not None for a in answers)
         return [a for a in answers if a is not None]
 
@@ -266,7 +269,8 @@ class Engine:
                 assert entry is not None
                 steps.append(self._hit_step(i, entry, p))
             else:
-                misses.append(_Miss(i, p, store=outcome != "miss_behind"))
+                store = outcome != "miss_behind" and len(p) >= self.history  # a short call cannot continue
+                misses.append(_Miss(i, p, store=store))
         if sessions:
             self.cache.stats.outcomes["session"] += len(sessions)
             steps += self._session_steps(sessions)
@@ -443,6 +447,48 @@ class Engine:
         missing = int(missing_in_windows(g.valid, self.limits.window_length)[-1])
         known = bool(self.cache.known[entry.row])
         return self._answer(device_id, entry.row, g.end_ms, float(g.aggregate_w[-1]), known, missing)
+
+    def _windows(self, misses: list[_Miss]) -> dict[int, Answer]:
+        """Calls shorter than the rule's history, answered from their own windows (the pyramid forward:
+        one window per answerable reading in the rule's memory, for every device in one model call) and
+        not cached: a short call cannot continue a cached state, so seeding one would only cost."""
+        w, m, a = self.limits.window_length, self.memory, len(self.appliances)
+        frac, iv = self.limits.max_invalid_fraction, self.limits.interval_ms
+        horizon_known = np.zeros((len(misses), m), bool)
+        windows, where = [], []
+        for r, miss in enumerate(misses):
+            g = miss.grid
+            known = answerable(g.valid, w, frac)
+            x = self.bundle.normalise(g.aggregate_w, g.valid)
+            for k in range(max(w - 1, len(g) - m), len(g)):  # positions with a whole window, in memory
+                slot = k - (len(g) - m)  # its place in the memory
+                horizon_known[r, slot] = known[k]
+                windows.append(x[k - w + 1 : k + 1])
+                where.append((r, slot))
+        prob = np.zeros((len(misses), m, a), np.float32)
+        power = np.zeros((len(misses), m, a), np.float32)
+        if windows:
+            p, q = self.bundle.predict_windows(torch.from_numpy(np.stack(windows)))
+            rows, slots = np.array(where).T
+            power[rows, slots], prob[rows, slots] = p.cpu().numpy(), q.cpu().numpy()
+        decided = decide_series(
+            _tiled(self.rule, len(misses)),
+            prob.transpose(1, 0, 2).reshape(m, -1),
+            np.repeat(horizon_known.T, a, axis=1),
+            final=False,
+        )
+        on, since_rel = decided.on[-1].reshape(-1, a), decided.since[-1].reshape(-1, a)
+        answers: dict[int, Answer] = {}
+        for r, miss in enumerate(misses):
+            g = miss.grid
+            first = g.end_ms // iv - m + 1
+            since = np.where(since_rel[r] == NEVER, NEVER, since_rel[r] + first)
+            missing = int(missing_in_windows(g.valid, w)[-1])
+            answers[miss.index] = Answer(
+                g.device_id, g.end_ms, float(g.aggregate_w[-1]), bool(horizon_known[r, -1]), missing,
+                prob[r, -1], power[r, -1], on[r], self._since_ms(g.end_ms, since),
+            )  # fmt: skip
+        return answers
 
     def _fresh(self, misses: list[_Miss]) -> dict[int, Answer]:
         """The last ``history`` readings of every missed call in one sequence pass; cached unless older."""
@@ -641,12 +687,13 @@ def configure_threads(threads: int) -> None:
 
 
 def expected_history_passes(engine: Engine, requests: Sequence[DeviceReadings]) -> int:
-    """About how many devices of a call will need a history pass (a cache miss): a lock-free peek at the
-    cache, used only to choose between the event loop and a thread (never for the answer)."""
+    """About how many devices of a call will need a history pass (a cache miss with a whole history; a
+    shorter call is answered from a few windows): a lock-free peek at the cache, used only to choose
+    between the event loop and a thread (never for the answer)."""
     iv = engine.limits.interval_ms
     passes = 0
     for r in requests:
-        if r.continues is not None:
+        if r.continues is not None or len(r.power_w) < engine.history:
             continue
         entry = engine.cache.entries.get(r.device_id)
         if entry is None or r.start is None:
