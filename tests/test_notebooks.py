@@ -103,9 +103,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) ->
     split_file = root / "prepared" / "split.json"
 
     def evaluate_model(model: str | Path, out: Path, is_candidate: bool) -> dict[str, Any]:
-        return evaluate(
-            model, data, out, max_fill_s=params.prepare.max_fill_s, split_file=split_file, split="test"
-        )
+        return evaluate(model, data, out, split_file=split_file, split="test")
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)

@@ -103,10 +103,10 @@ def load_models(uris: list[str]) -> list[LoadedModel]:
 
 # ------------------------------------------------------------------------------------------------ series
 def device_series(
-    ds: Dataset, device_id: str, models: list[LoadedModel], *, submetered: list[str]
+    ds: Dataset, device_id: str, models: list[LoadedModel], *, submetered: list[str], max_fill_s: float
 ) -> DeviceSeries | None:
-    """One device on prepare's grid with the first model's gap policy, and every model's predictions (the
-    one prediction path, each by its own rule)."""
+    """One device on prepare's grid, with the first model's gap policy (``max_fill_s``, prepare's, without a
+    model), and every model's predictions (the one prediction path, each by its own rule)."""
     readings = ds.readings([device_id], columns=["timestamp", "power_w"])
     if readings.empty:
         return None
@@ -114,7 +114,7 @@ def device_series(
     gt_apps = [a for a in submetered if info.has_ground_truth]
     gt = ds.ground_truth([device_id]) if gt_apps else None
     interval_s = ds.manifest.interval_s
-    max_fill_s = models[0].bundle.spec.gap.max_fill_s
+    max_fill_s = models[0].bundle.spec.gap.max_fill_s if models else max_fill_s
     g = grid_device(readings, gt, None, gt_apps, interval_s=interval_s, max_fill_s=max_fill_s)
     preds = [m.bundle.predict_series(g.aggregate_w, g.valid) for m in models]
     sub = {a: np.where(g.power_valid[:, j], g.power_w[:, j], np.nan) for j, a in enumerate(gt_apps)}
@@ -197,7 +197,7 @@ def push(
     series: dict[str, DeviceSeries] = {}
     candidates: list[Window] = []
     for dev in tqdm(devices or ds.device_ids, desc="scoring windows", unit="device", leave=False):
-        s = device_series(ds, dev, models, submetered=submetered)
+        s = device_series(ds, dev, models, submetered=submetered, max_fill_s=params.prepare.max_fill_s)
         if s is None:
             continue
         series[dev] = s
