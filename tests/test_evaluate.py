@@ -32,7 +32,7 @@ from airwatt.evaluate import evaluate, evaluate_bundle
 from airwatt.labels import derive_labels
 from airwatt.metrics import METRIC_KEYS
 from airwatt.models import GapPolicy, ModelBundle, ModelOutput, ModelSpec, NormStats, OnOffSpec, build_model
-from airwatt.models.decision import decision_spec
+from airwatt.models.decision import DecisionSpec, decision_spec
 from airwatt.plots import plot_disaggregation
 
 APPS = ["fridge", "kettle"]
@@ -243,7 +243,8 @@ def test_split_file_selects_the_held_out_devices(make_dataset: Callable[..., Pat
 
 def test_time_split_evaluates_only_the_test_period(make_dataset: Callable[..., Path], tmp_path: Path) -> None:
     """With prepare.split_by time (one-site data), the test split is the newest share of each device's span:
-    evaluation counts those readings only."""
+    evaluation counts those readings only. A real-time model gets the readings before the period as context
+    (the service would have them), so the period's first readings are answered too."""
     from airwatt.config import load_params
     from airwatt.prepare import prepare
 
@@ -260,6 +261,10 @@ def test_time_split_evaluates_only_the_test_period(make_dataset: Callable[..., P
     assert test["data"]["readings"]["fridge"]["power"] == 2 * 720  # 06:00-08:00 only
     assert test["data"]["selection"]["time_ranges"]["d-0000"][0].startswith("2026-01-05T06:00:00")
     assert test["appliances"]["kettle"]["f1"] == 1.0  # the 07:00 kettle run is in the test period
+    served = evaluate_bundle(newest_reading_bundle(None), data, split_file=split_file, split="test")
+    assert served["data"]["readings"]["fridge"]["onoff"] == 2 * 720
+    assert served["data"]["answered"]["fridge"] == 1.0  # its first readings too: history was loaded
+    assert served["appliances"]["fridge"]["f1"] == 1.0  # the plain per-reading rule reads 100 W exactly
 
 
 # ----------------------------------------------------------------------------------------------- the CLI
@@ -441,20 +446,24 @@ class NewestReadingModel(torch.nn.Module):
         return ModelOutput(v, (v - 0.5) * 100)
 
 
-def test_a_real_time_model_is_scored_on_what_the_service_answers(tmp_path: Path) -> None:
-    """8 h of the square wave: the fridge on for the first 240 readings of every 720. The causal rule
-    confirms on after 3 readings (15 s) and off after 2 (10 s); the window (9) has no room for missing
-    readings, so the first 8 readings (padding before the series) are unanswered and count as off."""
+def newest_reading_bundle(decision: DecisionSpec | None) -> ModelBundle:
+    """NewestReadingModel as a real-time bundle (window 9) with ``decision`` (None: prob_on >= 0.5)."""
     spec = ModelSpec(
         arch="causal", appliances=["fridge"], window_length=9, target="last", interval_s=5,
         norm=NormStats(aggregate_mean_w=80.0, aggregate_std_w=100.0, power_mean_w={"fridge": 0.0},
                        power_std_w={"fridge": 100.0}),
         on_off={"fridge": OnOffSpec.of(APPLIANCES["fridge"])},
-        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1),
-        decision=decision_spec(60, {"fridge": {"on_prob": 0.6, "off_prob": 0.4, "confirm_on_s": 15,
-                                               "confirm_off_s": 10}}),
+        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1), decision=decision,
     )  # fmt: skip
-    bundle = ModelBundle(spec, NewestReadingModel(9))
+    return ModelBundle(spec, NewestReadingModel(9))
+
+
+def test_a_real_time_model_is_scored_on_what_the_service_answers(tmp_path: Path) -> None:
+    """8 h of the square wave: the fridge on for the first 240 readings of every 720. The causal rule
+    confirms on after 3 readings (15 s) and off after 2 (10 s); the window (9) has no room for missing
+    readings, so the first 8 readings (padding before the series) are unanswered and count as off."""
+    rule = {"on_prob": 0.6, "off_prob": 0.4, "confirm_on_s": 15, "confirm_off_s": 10}
+    bundle = newest_reading_bundle(decision_spec(60, {"fridge": rule}))
     data = write_dataset(tmp_path / "one", {"d-0000": square("d-0000", hours=8)})
     report = evaluate_bundle(bundle, data)
     assert report["rule"] == "served"
@@ -477,35 +486,3 @@ def test_a_real_time_model_is_scored_on_what_the_service_answers(tmp_path: Path)
     assert switches["detected"] == 1.0
     assert switches["delay_median_s"] == switches["delay_p90_s"] == 10.0
     assert switches["false_switches_per_day"] == 0.0
-
-
-def test_a_real_time_model_on_a_time_split_reads_the_history_before_the_range(
-    make_dataset: Callable[..., Path], tmp_path: Path
-) -> None:
-    """The service would have the readings before the test period: evaluation loads them as context (not
-    scored), so the period's first readings are answered; only the period's readings count."""
-    from airwatt.config import load_params
-    from airwatt.prepare import prepare
-
-    data = make_dataset(devices=1, hours=8)
-    params = load_params(
-        REPO / "params.yaml",
-        overrides={"prepare.split_by": "time", "prepare.val_fraction": 0.25, "prepare.test_fraction": 0.25},
-    )
-    prepare(data, params, tmp_path / "prep")
-    spec = ModelSpec(
-        arch="causal", appliances=["fridge"], window_length=9, target="last", interval_s=5,
-        norm=NormStats(aggregate_mean_w=80.0, aggregate_std_w=100.0, power_mean_w={"fridge": 0.0},
-                       power_std_w={"fridge": 100.0}),
-        on_off={"fridge": OnOffSpec.of(APPLIANCES["fridge"])},
-        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1),
-    )  # fmt: skip
-    report = evaluate_bundle(
-        ModelBundle(spec, NewestReadingModel(9)),
-        data,
-        split_file=tmp_path / "prep" / "split.json",
-        split="test",
-    )
-    assert report["data"]["readings"]["fridge"]["onoff"] == 2 * 720  # 06:00-08:00 only
-    assert report["data"]["answered"]["fridge"] == 1.0  # its first readings too: history was loaded
-    assert report["appliances"]["fridge"]["f1"] == 1.0  # the plain per-reading rule reads 100 W exactly

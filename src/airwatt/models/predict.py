@@ -67,7 +67,7 @@ from airwatt.prepare.grid import answerable
 log = logging.getLogger(__name__)
 
 ON_PROBABILITY_THRESHOLD = 0.5
-SEQUENCE_CHUNK = 16384  # readings per forward_sequence call: bounds memory on long series
+SEQUENCE_CHUNK = 8192  # readings per forward_sequence call: bounds memory on long series
 Rule = Literal["served", "offline"]
 
 
