@@ -46,6 +46,8 @@ _SPECS: tuple[ApplianceSpec, ...] = (
     ApplianceSpec("space_heater", 300, 60, 60, 3000),
     ApplianceSpec("waste_disposal", 200, 5, 5, 1500),
     ApplianceSpec("consumer_electronics", 20, 60, 30, 1000),
+    ApplianceSpec("tumble_dryer", 100, 300, 120, 3000),
+    ApplianceSpec("toaster", 500, 12, 12, 2000),
 )
 
 APPLIANCES: dict[str, ApplianceSpec] = {s.name: s for s in _SPECS}
@@ -74,7 +76,39 @@ _ALIASES: dict[str, str] = {
     "stove": "electric_stove",
     "hob": "induction_cooker",
     "espresso_machine": "coffee_machine",
+    # REFIT (raw release, refit_days/) and UK-DALE names.
+    "chest_freezer": "freezer",
+    "upright_freezer": "freezer",
+    "combination_microwave": "microwave",
+    "kettle_toaster": "kettle",  # one socket, mostly the kettle (REFIT house 21)
+    "dryer": "tumble_dryer",
+    "electric_heater": "space_heater",
+    "lamp": "lighting",
+    "computer": "consumer_electronics",
+    "desktop_computer": "consumer_electronics",
+    "computer_site": "consumer_electronics",
+    "hifi": "consumer_electronics",
+    "router": "consumer_electronics",
+    "television_site": "tv",
 }
+
+# Sub-metered loads that are not one appliance of the vocabulary (or too rare to learn): importers skip their
+# columns and list them in the provenance; their power stays in the aggregate, in the unexplained remainder.
+NOT_IN_VOCABULARY: frozenset[str] = frozenset(
+    {
+        "blender",
+        "bread_maker",
+        "dehumidifier",
+        "food_mixer",
+        "kenwood_kmix",
+        "plug_site_bedroom",
+        "pond_pump",
+        "unknown",
+        "vivarium",
+    }
+)
+
+_INSTANCE = re.compile(r"_\d+$")  # a second unit of one kind: freezer_1, freezer_2 (summed by importers)
 
 
 def _snake(name: str) -> str:
@@ -83,19 +117,34 @@ def _snake(name: str) -> str:
     return s
 
 
+def _canonical(name: str) -> tuple[str, str]:
+    """(snake-cased name, its canonical name) with aliases and a unit number (``_1``, ``_2``) resolved."""
+    snake = _snake(name)
+    if snake in _ALIASES or snake in APPLIANCES:
+        return snake, _ALIASES.get(snake, snake)
+    base = _INSTANCE.sub("", snake)
+    return snake, _ALIASES.get(base, base)
+
+
 def normalize_appliance(name: str, *, where: str | None = None) -> str:
-    """Map a source's appliance name to the AirWatt vocabulary ("washer dryer" -> "washing_machine").
+    """Map a source's appliance name to the AirWatt vocabulary ("washer dryer" -> "washing_machine",
+    "freezer_2" -> "freezer").
 
     Raises DataError naming the source (``where``) for a name outside the vocabulary.
     """
-    snake = _snake(name)
-    canonical = _ALIASES.get(snake, snake)
+    snake, canonical = _canonical(name)
     if canonical not in APPLIANCES:
         raise DataError(
             f"unknown appliance name {name!r} (normalised {snake!r}); known: {', '.join(sorted(APPLIANCES))}",
             file=where,
         )
     return canonical
+
+
+def vocabulary_name(name: str, *, where: str | None = None) -> str | None:
+    """As normalize_appliance, but None for a load listed in NOT_IN_VOCABULARY (importers skip it)."""
+    _, canonical = _canonical(name)
+    return None if canonical in NOT_IN_VOCABULARY else normalize_appliance(name, where=where)
 
 
 def appliance_spec(name: str) -> ApplianceSpec:

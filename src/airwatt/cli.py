@@ -22,12 +22,15 @@ from airwatt.serving.cli import serve_command
 log = logging.getLogger("airwatt")
 
 app = typer.Typer(
+    rich_markup_mode=None,  # help text as written: "[params: ...]" is not markup
     help="AirWatt ML workbench: energy-disaggregation data, models, serving and labeling.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(
-    help="Beta-user datasets: simulate, import, sync, validate, prepare.", no_args_is_help=True
+    rich_markup_mode=None,  # help text as written: "[params: ...]" is not markup
+    help="Beta-user datasets: simulate, import, sync, validate, prepare.",
+    no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
 app.add_typer(label_app, name="label")
@@ -92,7 +95,7 @@ def import_cmd(
         ImportKind,
         typer.Argument(
             help="Public dataset: redd (synchronised CSV or raw low_freq), "
-            "refit (8 s CSV or monthly 30 s gzip), ukdale (6 s CSV)."
+            "refit (8 s CSV, monthly 30 s gzip or day CSV), ukdale (6 s CSV)."
         ),
     ],
     src: Annotated[Path, typer.Argument(help="Folder (or file) holding the public dataset.")],
@@ -291,6 +294,51 @@ def train_cmd(
         result.bundle_dir,
         result.run_id or "-",
         result.model_version or "-",
+    )
+
+
+@app.command("protocol")
+def protocol_cmd(
+    work: Annotated[
+        Path, typer.Option(help="Work folder: sources, mix, folds, results (reruns resume).")
+    ] = Path("data/protocol"),
+    max_steps: Annotated[int | None, typer.Option(help="Steps per run [params: protocol.max_steps].")] = None,
+    seeds: Annotated[
+        list[int] | None, typer.Option("--seed", help="Seeds (repeatable) [protocol.seeds].")
+    ] = None,
+    folds: Annotated[
+        list[str] | None, typer.Option("--fold", help="Held-out houses (repeatable) [protocol.folds].")
+    ] = None,
+    cross_dataset: Annotated[
+        list[str] | None,
+        typer.Option("--cross", help="Cross-dataset folds (repeatable) [protocol.cross_dataset]."),
+    ] = None,
+    models: Annotated[
+        list[str] | None, typer.Option("--model", help="Models (repeatable) [protocol.models].")
+    ] = None,
+    no_cross: Annotated[bool, typer.Option("--no-cross", help="Skip the cross-dataset folds.")] = False,
+    mlflow: Annotated[
+        bool, typer.Option("--mlflow/--no-mlflow", help="Track in MLflow (--no-mlflow: a bare GPU box).")
+    ] = True,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Leave-one-house-out over the real data (and a cross-dataset fold), several seeds: one MLflow parent run
+    with a child per model, fold and seed; prints F1 / MAE per appliance and fold, mean and standard deviation
+    (docs/generalisation.md)."""
+    from airwatt.protocol import run_protocol
+
+    chosen = {
+        "protocol.max_steps": max_steps,
+        "protocol.seeds": seeds or None,
+        "protocol.folds": folds or None,
+        "protocol.cross_dataset": [] if no_cross else (cross_dataset or None),
+        "protocol.models": models or None,
+    }
+    overrides = {k: v for k, v in chosen.items() if v is not None}
+    result = run_protocol(params, work, overrides=overrides, use_mlflow=mlflow)
+    typer.echo(result.table)
+    log.info(
+        "protocol: %d runs; %s; parent run %s", len(result.runs), work / "protocol.md", result.parent_run_id
     )
 
 

@@ -71,12 +71,35 @@ class PrepareParams(_Section):
     max_fill_s: float = Field(ge=0, description="the first max_fill_s of a gap are filled on the grid")
     val_devices: list[str] = Field(description="explicit validation devices (empty: the seeded rule)")
     test_devices: list[str] = Field(description="explicit test devices (empty: the seeded rule)")
+    exclude_devices: list[str] = Field(
+        default_factory=list, description="devices in no split (another recording of a held-out house)"
+    )
     split_by: Literal["device", "time"] = Field(
         "device", description="device: whole devices per split; time: each device's span cut in time"
+    )
+    appliances: list[str] = Field(
+        default_factory=list, description="the model's appliances (empty: every appliance of the dataset)"
     )
 
 
 TargetPos = Literal["midpoint", "last"]
+
+
+class AugmentParams(_Section):
+    """Activation augmentation of the training windows (airwatt.training.augment; Kelly & Knottenbelt)."""
+
+    add_ratio: float = Field(
+        0.0, ge=0, le=1, description="share of windows given another device's activation"
+    )
+    remove_ratio: float = Field(
+        0.0, ge=0, le=1, description="share of windows with one sub-metered load removed"
+    )
+    max_per_appliance: int = Field(2000, gt=0, description="activations kept per appliance (seeded spread)")
+    max_s: float = Field(10800, gt=0, description="longest activation kept, seconds")
+
+    @property
+    def enabled(self) -> bool:
+        return self.add_ratio > 0 or self.remove_ratio > 0
 
 
 class DecisionTuningParams(_Section):
@@ -124,7 +147,21 @@ class TrainParams(_Section):
     precision: str | None = Field(description="Lightning precision; null: bf16-mixed on CUDA, 32-true on CPU")
     checkpoint_dir: str = Field(description="checkpoints go to <checkpoint_dir>/<model>-<config hash>/")
     arch: dict[str, dict[str, Any]] = Field(description="constructor arguments per architecture name")
+    source_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="share of training windows per source dataset; {}: every window alike",
+    )
+    augment: AugmentParams
     decision: DecisionTuningParams
+
+    @model_validator(mode="after")
+    def _weights(self) -> TrainParams:
+        bad = {k: v for k, v in self.source_weights.items() if not v >= 0}
+        if bad:
+            raise ValueError(f"source_weights must be >= 0: {bad}")
+        if self.source_weights and not any(self.source_weights.values()):
+            raise ValueError("source_weights: at least one source needs a weight above 0")
+        return self
 
 
 class RegisterParams(_Section):
@@ -273,6 +310,65 @@ class ServeParams(_Section):
     max_devices: int = Field(gt=0, description="devices per batch request")
 
 
+class ProtocolSource(_Section):
+    """One dataset of the protocol's training mix (airwatt.protocol)."""
+
+    kind: Literal["redd", "refit", "ukdale", "simulator", "dataset"] = Field(
+        description="an importer, the fleet simulator, or an AirWatt dataset folder"
+    )
+    path: str | None = Field(None, description="folder under protocol.data_root (importers, dataset)")
+    start: str | None = Field(None, description="window start (UTC; importers, simulator)")
+    end: str | None = Field(None, description="window end, exclusive (UTC; importers)")
+    devices: int | None = Field(None, gt=0, description="simulated devices")
+    days: float | None = Field(None, gt=0, description="simulated days")
+    seed: int | None = Field(None, description="simulator seed (default: simulate.seed)")
+    device_suffix: str = Field("", description="appended to its device ids (a second recording of a house)")
+
+    @model_validator(mode="after")
+    def _complete(self) -> ProtocolSource:
+        if self.kind == "simulator" and (self.devices is None or self.days is None):
+            raise ValueError("a simulator source needs devices and days")
+        if self.kind != "simulator" and not self.path:
+            raise ValueError(f"a {self.kind} source needs a path")
+        return self
+
+
+class ProtocolParams(_Section):
+    """The cross-house protocol (airwatt.protocol): training mix, folds, seeds, the few-label curve."""
+
+    data_root: str = Field(description="folder of the public data; AIRWATT_SHARED_DATA overrides")
+    sources: dict[str, ProtocolSource] = Field(min_length=1)
+    weights: dict[str, float] = Field(description="train.source_weights of every fold")
+    folds: list[str] = Field(min_length=1, description="houses held out in turn (leave-one-house-out)")
+    cross_dataset: list[str] = Field(default_factory=list, description="further folds: another dataset")
+    val_devices: list[str] = Field(min_length=1, description="validation devices of every fold")
+    seeds: list[int] = Field(min_length=1)
+    models: list[str] = Field(min_length=1, description="real-time first; an offline one beside")
+    max_steps: int = Field(gt=0, description="optimizer steps per fold and seed")
+    reference: list[str] = Field(min_length=1, description="the appliances of the headline mean")
+    augment: dict[str, float] = Field(
+        default_factory=dict, description="train.augment keys every protocol run overrides"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProtocolParams:
+        missing = sorted(set(self.sources) - set(self.weights))
+        if missing:
+            raise ValueError(f"weights has no entry for source(s) {missing}")
+        unknown = sorted(set(self.weights) - set(self.sources))
+        if unknown:
+            raise ValueError(f"weights names unknown source(s) {unknown}")
+        bad = sorted(set(self.augment) - set(AugmentParams.model_fields))
+        if bad:
+            raise ValueError(
+                f"augment: unknown key(s) {bad} (train.augment has {list(AugmentParams.model_fields)})"
+            )
+        clash = sorted(set(self.val_devices) & set(self.folds + self.cross_dataset))
+        if clash:
+            raise ValueError(f"{clash} are both validation devices and held-out houses")
+        return self
+
+
 class Params(_Section):
     data: DataParams
     simulate: SimulateParams
@@ -285,6 +381,7 @@ class Params(_Section):
     serve: ServeParams
     label: LabelParams
     report: ReportParams
+    protocol: ProtocolParams | None = None
     # Sections of later stages (train, evaluate, serve, label, report) are kept as raw mappings here until
     # their stage defines them.
     extra: dict[str, Any] = Field(default_factory=dict)
@@ -304,7 +401,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | N
         raw.setdefault(section, {})[key] = value
     known = {"data", "simulate", "sync", "validate", "prepare", "import", "train", "register", "label"}
     known |= {"report"}
-    known |= {"serve"}
+    known |= {"serve", "protocol"}
     raw = {
         **{k: v for k, v in raw.items() if k in known},
         "extra": {k: v for k, v in raw.items() if k not in known},

@@ -225,11 +225,21 @@ def compression_of(path: Path) -> str | None:
 
 
 def appliance_columns(header: Sequence[str], skip: Sequence[str], path: Path) -> dict[str, str]:
-    """{source column: canonical appliance} for every column not in ``skip``; unknown names are errors."""
-    from airwatt.appliances import normalize_appliance
+    """{source column: canonical appliance} for every column not in ``skip``, loads outside the vocabulary
+    (airwatt.appliances.NOT_IN_VOCABULARY) left out; unknown names are errors. Several columns may map to one
+    appliance (freezer_1, freezer_2): loaders sum them."""
+    from airwatt.appliances import vocabulary_name
 
     skip_lower = {s.lower() for s in skip}
-    return {c: normalize_appliance(c, where=str(path)) for c in header if c.lower() not in skip_lower}
+    names = {c: vocabulary_name(c, where=str(path)) for c in header if c.lower() not in skip_lower}
+    return {c: name for c, name in names.items() if name is not None}
+
+
+def skipped_columns(header: Sequence[str], skip: Sequence[str], path: Path) -> list[str]:
+    """The columns appliance_columns leaves out (loads outside the vocabulary), for the provenance."""
+    kept = appliance_columns(header, skip, path)
+    skip_lower = {s.lower() for s in skip}
+    return [c for c in header if c.lower() not in skip_lower and c not in kept]
 
 
 def find_column(header: Sequence[str], name: str, path: Path) -> str:

@@ -11,6 +11,7 @@ import typer
 log = logging.getLogger("airwatt")
 
 label_app = typer.Typer(
+    rich_markup_mode=None,  # help text as written: "[params: ...]" is not markup
     help="Label Studio round trip: project setup, active-learning push, pull into labels.parquet. "
     "The API token comes from AIRWATT_LABEL_STUDIO_TOKEN or LABEL_STUDIO_API_KEY.",
     no_args_is_help=True,

@@ -7,7 +7,8 @@ Output directory (replaced atomically)::
     norm_stats.json   fitted on the train devices only (normalize.py)
     summary.json      devices, readings, grid slots and valid fraction per split (DVC metrics)
     train/ val/ test/
-        index.json        appliances, interval_s, and per device: offset, length, start (UTC), label sources
+        index.json        appliances, interval_s, and per device: offset, length, start (UTC), source dataset
+                          (airwatt.dataset.combine), label sources
         aggregate_w.npy   (N,) float32 watts, NaN where invalid
         valid.npy         (N,) bool
         power_w.npy       (N, A) float32 ground truth in watts, NaN where invalid
@@ -33,7 +34,8 @@ from tqdm import tqdm
 
 from airwatt.atomic import atomic_dir
 from airwatt.config import Params
-from airwatt.dataset import Dataset
+from airwatt.dataset import Dataset, DeviceInfo
+from airwatt.dataset.combine import device_sources
 from airwatt.errors import ConfigError
 from airwatt.prepare.grid import grid_device, grid_span
 from airwatt.prepare.normalize import fit_norm_stats
@@ -130,11 +132,12 @@ def write_split(
     split's index (also index.json)."""
     split_dir.mkdir(parents=True)
     interval_s = params.data.interval_s
-    appliances = ds.appliances
+    appliances = model_appliances(ds, params.prepare.appliances)
     spans = _device_spans(ds, device_ids, round(interval_s * 1000), ranges)
     total = sum(n for _, n in spans.values())
     arrays = _open_arrays(split_dir, total, len(appliances))
     devices, offset, readings = [], 0, 0
+    source_of = device_sources(ds.manifest)
     for dev in tqdm(list(spans), desc=f"prepare {split}", unit="device", disable=None):
         start, end = (_ts(t) for t in ranges[dev]) if ranges is not None else (None, None)
         r = ds.readings([dev], start, end, columns=["timestamp", "power_w"])
@@ -154,6 +157,7 @@ def write_split(
         devices.append(
             {
                 "device_id": dev,
+                "source": source_of[dev],
                 "site_type": info.site_type,
                 "offset": offset,
                 "length": len(g),
@@ -196,6 +200,27 @@ def _summary(indexes: dict[str, dict]) -> dict[str, Any]:
     }
 
 
+def model_appliances(ds: Dataset, chosen: list[str]) -> list[str]:
+    """prepare.appliances (in the dataset's order), or every appliance of the dataset when empty; ConfigError
+    for one the dataset does not hold."""
+    if not chosen:
+        return list(ds.appliances)
+    unknown = sorted(set(chosen) - set(ds.appliances))
+    if unknown:
+        raise ConfigError(f"prepare: appliances {unknown} are not in the dataset (it has {ds.appliances})")
+    return [a for a in ds.appliances if a in set(chosen)]
+
+
+def included_devices(ds: Dataset, exclude: list[str]) -> list[DeviceInfo]:
+    """The dataset's devices less ``exclude`` (prepare.exclude_devices); ConfigError for an unknown one."""
+    unknown = sorted(set(exclude) - set(ds.device_ids))
+    if unknown:
+        raise ConfigError(
+            f"prepare: exclude_devices {unknown} are not in the dataset (it has {ds.device_ids})"
+        )
+    return [d for d in ds.manifest.devices if d.device_id not in set(exclude)]
+
+
 def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
     """Split, grid and normalise the dataset ``data_dir`` into ``out`` (atomically); returns the summary."""
     ds = Dataset(data_dir)
@@ -208,6 +233,7 @@ def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
             params.data.interval_s,
         )
     rule = SPLIT_RULE
+    devices = included_devices(ds, p.exclude_devices)
     ranges: TimeRanges | None = None
     if p.split_by == "time":
         if p.val_devices or p.test_devices:
@@ -216,7 +242,7 @@ def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
             )
         interval_ms = round(params.data.interval_s * 1000)
         ranges = time_split(
-            _device_spans(ds, ds.device_ids, interval_ms),
+            _device_spans(ds, [d.device_id for d in devices], interval_ms),
             interval_ms=interval_ms,
             val_fraction=p.val_fraction,
             test_fraction=p.test_fraction,
@@ -224,13 +250,15 @@ def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
         split = {s: sorted(ranges[s]) for s in SPLITS}
         rule = TIME_SPLIT_RULE
     elif p.val_devices or p.test_devices:
-        split = explicit_split(ds.manifest.devices, val_devices=p.val_devices, test_devices=p.test_devices)
+        split = explicit_split(devices, val_devices=p.val_devices, test_devices=p.test_devices)
         rule = "explicit: prepare.val_devices and prepare.test_devices; every other device trains"
     else:
         split = split_devices(
-            ds.manifest.devices, seed=p.seed, val_fraction=p.val_fraction, test_fraction=p.test_fraction
+            devices, seed=p.seed, val_fraction=p.val_fraction, test_fraction=p.test_fraction
         )
     doc: dict[str, Any] = {"seed": p.seed, "rule": rule, "split_by": p.split_by, **split}
+    if p.exclude_devices:
+        doc["excluded"] = sorted(p.exclude_devices)
     if ranges is not None:
         doc["time_ranges"] = {
             s: {d: [_iso(a), _iso(b)] for d, (a, b) in sorted(r.items())} for s, r in ranges.items()
@@ -243,7 +271,11 @@ def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
         }
         train = {name: load_array(tmp / "train" / f"{name}.npy") for name in ARRAYS}
         stats = fit_norm_stats(
-            train["aggregate_w"], train["valid"], train["power_w"], train["power_valid"], ds.appliances
+            train["aggregate_w"],
+            train["valid"],
+            train["power_w"],
+            train["power_valid"],
+            model_appliances(ds, p.appliances),
         )
         del train
         stats = {

@@ -25,7 +25,9 @@ On/off status per appliance, by source preference sub-meter > annotator > model:
    windows; an appliance reviewed but never labelled on is off (known) inside them;
 3. otherwise unknown (status False, not valid).
 
-Every target (power and status) is also invalid where the aggregate is invalid.
+Every target (power and status) is also invalid where the aggregate is invalid, and where the sub-meter
+glitched: above ``GLITCH_FACTOR`` x the appliance's ``max_w`` (32,768 W on a fridge plug, 49,150 W on a
+washing machine's, as in the public REFIT/UK-DALE files), in training, evaluation and label push alike.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from airwatt.appliances import APPLIANCES
 from airwatt.labels import on_intervals_ms, status_from_intervals
 from airwatt.timeutil import from_epoch_ms, to_epoch_ms
 
+GLITCH_FACTOR = 3.0  # sub-meter watts above this x the appliance's max_w are not a reading
 SOURCE_PREFERENCE = ("sub-meter", "annotator", "model")
 
 
@@ -144,8 +147,11 @@ def grid_device(
     *,
     interval_s: float,
     max_fill_s: float,
+    glitch_factor: float | None = GLITCH_FACTOR,
 ) -> DeviceGrid:
-    """One device's readings, ground truth and labels on its grid (see module docstring)."""
+    """One device's readings, ground truth and labels on its grid (see module docstring). Sub-meter slots
+    above ``glitch_factor`` x the appliance's max_w (a counter overflow such as 32,768 W on a fridge plug)
+    are unknown, in power and on/off alike (None: keep them)."""
     interval_ms = round(interval_s * 1000)
     max_slots = int(max_fill_s // interval_s)
     ts_ms = to_epoch_ms(readings["timestamp"])
@@ -169,6 +175,8 @@ def grid_device(
             has_gt[j] = True
             col = ground_truth[name].to_numpy(dtype=np.float64, na_value=np.nan)[keep]
             filled, ok = fill_short_runs(bin_mean(gt_slots, col, n), max_slots)
+            if glitch_factor is not None:
+                ok &= ~(filled > glitch_factor * APPLIANCES[name].max_w)
             power[:, j], gt_valid[:, j] = filled, ok
     power_valid = gt_valid & valid[:, None]
 

@@ -151,6 +151,13 @@ class WindowDataset(Dataset[WindowSample]):
             torch.from_numpy(np.asarray(a["status_valid"][t], dtype=np.float32)),
         )
 
+    def window_sources(self) -> np.ndarray:
+        """(len,) the source dataset (index.json ``source``) of each window's device."""
+        devices = self.index["devices"]
+        names = np.array([d.get("source", "") for d in devices] or [""], dtype=object)
+        which = np.searchsorted(self._device_offsets, self.starts, side="right") - 1
+        return names[which] if len(devices) else np.empty(0, dtype=object)
+
     def locate(self, i: int) -> tuple[str, pd.Timestamp]:
         """(device id, UTC time of the target slot) of window ``i``."""
         t = int(self.starts[i]) + self.target_offset

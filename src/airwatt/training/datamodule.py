@@ -1,19 +1,32 @@
 """Windows of the prepared data (airwatt.prepare.WindowDataset) as Lightning dataloaders.
 
 Windows are cut lazily from memory-mapped arrays; workers and DDP ranks open their own maps. Under DDP,
-Lightning adds the distributed sampler itself.
+Lightning adds the distributed sampler itself (and wraps the weighted sampler below in one).
+
+``source_weights`` ({source dataset: weight}) sets the training mix: a window of source s is drawn with
+probability weight_s / (sum of weights x windows of s), so each source gets its weight's share of the
+training windows whatever its size (torch's WeightedRandomSampler, with replacement). A source of the data
+without a weight is an error naming it; weight 0 leaves a source out. Empty: every window alike (shuffle).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import lightning as L
-from torch.utils.data import DataLoader
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
-from airwatt.errors import DataError
+from airwatt.config import AugmentParams
+from airwatt.errors import ConfigError, DataError
 from airwatt.models.base import TargetPosition
 from airwatt.prepare.windows import WindowDataset
+from airwatt.training.augment import ActivationBank, AugmentedWindows
+
+PAD_S = 60.0  # context kept either side of an activation cut for augmentation
 
 
 class WindowDataModule(L.LightningDataModule):
@@ -31,6 +44,9 @@ class WindowDataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int,
         pin_memory: bool,
+        source_weights: Mapping[str, float] | None = None,
+        seed: int = 0,
+        augment: AugmentParams | None = None,
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -42,7 +58,11 @@ class WindowDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.train_set: WindowDataset | None = None
+        self.source_weights = dict(source_weights or {})
+        self.seed = seed
+        self.augment = augment
+        self.bank: ActivationBank | None = None
+        self.train_set: WindowDataset | AugmentedWindows | None = None
         self.val_set: WindowDataset | None = None
 
     def windows(self, split: str, stride: int) -> WindowDataset:
@@ -65,16 +85,73 @@ class WindowDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
-            self.train_set = self.windows("train", self.stride)
+            windows = self.windows("train", self.stride)
+            self.train_set = self._augmented(windows) if self.augment and self.augment.enabled else windows
         if stage in ("fit", "validate") and self.val_set is None:
             self.val_set = self.windows("val", self.val_stride)
 
-    def _loader(self, ds: WindowDataset | None, shuffle: bool) -> DataLoader:
+    def _augmented(self, windows: WindowDataset) -> AugmentedWindows:
+        """The training windows with activation augmentation (airwatt.training.augment); its bank comes from
+        the training split only."""
+        assert self.augment is not None
+        interval_s = float(windows.index["interval_s"])
+        self.bank = ActivationBank.from_split(
+            windows,
+            pad_slots=round(PAD_S / interval_s),
+            max_slots=round(self.augment.max_s / interval_s),
+            max_per_appliance=self.augment.max_per_appliance,
+            seed=self.seed,
+        )
+        return AugmentedWindows(
+            windows,
+            self.bank,
+            add_ratio=self.augment.add_ratio,
+            remove_ratio=self.augment.remove_ratio,
+            seed=self.seed,
+        )
+
+    def mix(self) -> dict[str, dict[str, float]]:
+        """Per source of the training windows: windows and the share of draws (what MLflow logs)."""
+        assert self.train_set is not None, "setup('fit') runs first"
+        names, counts = np.unique(self.train_set.window_sources().astype(str), return_counts=True)
+        weights = self.source_weights or {str(n): float(c) for n, c in zip(names, counts, strict=True)}
+        missing = [str(n) for n in names if str(n) not in weights]
+        if missing:
+            raise ConfigError(
+                f"train.source_weights has no weight for source(s) {missing} of the training data "
+                f"(sources: {[str(n) for n in names]})"
+            )
+        total = sum(weights[str(n)] for n in names)
+        if total <= 0:
+            raise ConfigError(
+                f"train.source_weights gives every source of the training data weight 0 "
+                f"(sources: {[str(n) for n in names]})"
+            )
+        return {
+            str(n): {"windows": float(c), "share": weights[str(n)] / total}
+            for n, c in zip(names, counts, strict=True)
+        }
+
+    def sampler(self) -> WeightedRandomSampler | None:
+        """The weighted sampler of the training mix; None without ``source_weights`` (plain shuffling)."""
+        if not self.source_weights:
+            return None
+        assert self.train_set is not None
+        mix = self.mix()
+        names, which = np.unique(self.train_set.window_sources().astype(str), return_inverse=True)
+        per_window = np.array([mix[str(n)]["share"] / mix[str(n)]["windows"] for n in names])
+        weights = cast(Sequence[float], torch.as_tensor(per_window[which], dtype=torch.double))
+        generator = torch.Generator().manual_seed(self.seed)
+        return WeightedRandomSampler(weights, num_samples=len(which), replacement=True, generator=generator)
+
+    def _loader(self, ds: WindowDataset | AugmentedWindows | None, shuffle: bool) -> DataLoader:
         assert ds is not None, "setup() runs before the dataloaders"
+        sampler = self.sampler() if shuffle else None
         return DataLoader(
             ds,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,

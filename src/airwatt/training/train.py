@@ -134,11 +134,18 @@ def uses_cuda(cfg: TrainParams) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ the trainer
-def make_logger(params: Params, cfg: TrainParams, run_id: str | None) -> MLFlowLogger:
+def make_logger(
+    params: Params,
+    cfg: TrainParams,
+    run_id: str | None,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+) -> MLFlowLogger:
     """MLFlowLogger on the explicit tracking URI (its ./mlruns default is refused by MLflow 3.x).
 
     The run: the one `mlflow run` opened for us (MLFLOW_RUN_ID), else ``run_id`` (a resumed training's),
-    else a new one in the experiment of params.register.
+    else a new one in the experiment of params.register; a child of ``parent_run_id`` when given (MLflow's
+    ``mlflow.parentRunId`` tag: the protocol's fold runs nest under its parent run).
     """
     uri = tracking.tracking_uri()
     reg = params.register_
@@ -146,11 +153,12 @@ def make_logger(params: Params, cfg: TrainParams, run_id: str | None) -> MLFlowL
     tracking.ensure_experiment(reg.experiment, uri)
     return MLFlowLogger(
         experiment_name=reg.experiment,
-        run_name=f"train-{cfg.model}",
+        run_name=run_name or f"train-{cfg.model}",
         tracking_uri=uri,
         artifact_location=tracking.artifact_location(uri, reg.experiment),
         run_id=run_id,
         log_model=False,
+        tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None,
     )
 
 
@@ -278,11 +286,15 @@ def train(
     fresh: bool = False,
     fast_dev_run: bool = False,
     use_mlflow: bool = True,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+    register: bool = True,
 ) -> TrainResult:
     """Train, save the bundle to ``out_dir`` and the train metrics; log and register unless fast_dev_run.
 
     ``use_mlflow=False`` trains without MLflow (no run, no registration): for machines without a tracking
-    store, such as a lent GPU box running a benchmark.
+    store, such as a lent GPU box running a benchmark. ``parent_run_id`` nests the run under another (the
+    cross-house protocol's folds); ``register=False`` logs the model to the run without a registry version.
     """
     data_dir = Path(data_dir)
     cfg, arch_kwargs = resolve(params.train, model_name)
@@ -314,19 +326,32 @@ def train(
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         pin_memory=uses_cuda(cfg),
+        source_weights=cfg.source_weights,
+        seed=cfg.seed,
+        augment=cfg.augment,
     )
     logger = (
         None
         if fast_dev_run or not use_mlflow
-        else make_logger(params, cfg, previous_run_id(ckpt_dir) if resume else None)
+        else make_logger(params, cfg, previous_run_id(ckpt_dir) if resume else None, parent_run_id, run_name)
     )
     trainer = make_trainer(cfg, ckpt_dir, logger, epochs_path, fast_dev_run)
     run_id = logger.run_id if logger is not None and trainer.is_global_zero else None
     if trainer.is_global_zero:
         sidecar = {"run_id": run_id, "data_version": data_version, "train": cfg.model_dump()}
         write_json_atomic(sidecar_path(ckpt_dir), sidecar)
+        dm.setup("fit")
+        mix = dm.mix()
+        log.info("training mix: %s", json.dumps(mix))
+        if dm.bank is not None:
+            log.info(
+                "augmentation: activations per appliance %s from %d training devices",
+                dm.bank.sizes,
+                len(dm.bank.devices),
+            )
         if run_id is not None:
-            tracking.log_run_params(run_id, run_params(cfg, arch_kwargs, data_dir, data_version))
+            logged = run_params(cfg, arch_kwargs, data_dir, data_version) | tracking.flatten({"mix": mix}, "")
+            tracking.log_run_params(run_id, logged)
     if resume:
         log.info("resuming from %s (global step and epoch continue)", resume)
 
@@ -350,7 +375,7 @@ def train(
     bundle.save(out_dir)
     summary: dict[str, Any] = {"model": cfg.model, "global_step": trainer.global_step, "epochs": len(rows)}
     summary |= best
-    version = track(params, run_id, bundle, out_dir, data_dir) if run_id is not None else None
+    version = track(params, run_id, bundle, out_dir, data_dir, register) if run_id is not None else None
     if version is not None:
         summary["model_version"] = int(version)
     write_json_atomic(metrics_path, {k: None if _is_nan(v) else v for k, v in summary.items()})
@@ -398,15 +423,18 @@ def run_params(
     }
 
 
-def track(params: Params, run_id: str, bundle: ModelBundle, bundle_dir: Path, data_dir: Path) -> str:
-    """Plots, the pyfunc model with signature and input example, and the registry version (candidate)."""
+def track(
+    params: Params, run_id: str, bundle: ModelBundle, bundle_dir: Path, data_dir: Path, register: bool = True
+) -> str | None:
+    """Plots, the pyfunc model with signature and input example, and the registry version (candidate;
+    None with ``register=False``)."""
     uri = tracking.tracking_uri()
     tracking.tag_run(run_id, bundle.spec.provenance)
     plots = log_plots(run_id, bundle, data_dir, uri)
     log.info("logged %d disaggregation plots to run %s", plots, run_id)
     example_in, example_out = model_examples(bundle, data_dir)
     model_uri = tracking.log_bundle_model(run_id, bundle_dir, example_in, example_out, uri)
-    return tracking.register(model_uri, run_id, params.register_, uri)
+    return tracking.register(model_uri, run_id, params.register_, uri) if register else None
 
 
 def best_row(rows: list[dict[str, float | int]]) -> dict[str, float]:

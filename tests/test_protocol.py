@@ -1,0 +1,156 @@
+"""The cross-house protocol, reduced (two simulated sources, two folds, two seeds, a few steps) against a
+real MLflow tracking server: one parent run with a child per fold and seed, the held-out house never in
+training or validation, a table per appliance and fold, and a rerun that reuses every result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from airwatt.config import load_params
+from airwatt.errors import DataError
+from airwatt.protocol import Fold, make_folds, recordings_of, run_protocol
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDS = ["sim-0001", "sim-0002"]
+REDUCED = {
+    "protocol.sources": {
+        "sim": {"kind": "simulator", "devices": 4, "days": 0.5, "seed": 11},
+        "sim_b": {"kind": "simulator", "devices": 4, "days": 0.25, "seed": 12, "device_suffix": "-b"},
+    },
+    "protocol.weights": {"sim": 1.0, "sim_b": 0.5},
+    "protocol.folds": FOLDS,
+    "protocol.cross_dataset": ["sim-0003"],
+    "protocol.val_devices": ["sim-0000"],
+    "protocol.seeds": [1, 2],
+    "protocol.models": ["causal"],
+    "protocol.max_steps": 3,
+    "protocol.reference": ["fridge", "kettle"],
+    "train.batch_size": 16,
+    "train.limit_val_batches": 2,
+    "train.num_workers": 0,
+}
+
+
+def test_recordings_of_a_house_split_test_and_other_recordings() -> None:
+    ids = ["redd-house2", "redd-house20", "refit-house2", "refit-house2-30s", "refit-house21"]
+    assert recordings_of("refit-house2", ids) == (("refit-house2",), ("refit-house2-30s",))
+    assert recordings_of("redd-house2", ids) == (("redd-house2",), ())  # house20 is another house
+
+
+def test_a_fold_the_mix_does_not_hold_is_an_error_naming_it() -> None:
+    pp = load_params(REPO / "params.yaml", overrides=REDUCED).protocol
+    assert pp is not None
+    with pytest.raises(DataError, match="protocol fold 'sim-0001': no such device"):
+        make_folds(pp, ["sim-0000", "sim-0002", "sim-0003"])
+    folds = make_folds(pp, ["sim-0000", "sim-0001", "sim-0001-b", "sim-0002", "sim-0003"])
+    assert folds[0] == Fold("sim-0001", "loho", ("sim-0001",), ("sim-0001-b",))
+    assert [f.kind for f in folds] == ["loho", "loho", "cross_dataset"]
+
+
+def _children(client, parent: str) -> list:
+    exp = client.get_run(parent).info.experiment_id
+    return client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'", max_results=100)
+
+
+@pytest.fixture(scope="module")
+def protocol_run(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str):
+    work = tmp_path_factory.mktemp("protocol") / "work"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    try:
+        result = run_protocol(REPO / "params.yaml", work, overrides=REDUCED, repo=REPO)
+        yield work, result
+    finally:
+        mp.undo()
+
+
+def test_one_parent_run_with_a_child_per_fold_and_seed(protocol_run, mlflow_server: str) -> None:
+    from mlflow import MlflowClient
+
+    _, result = protocol_run
+    client = MlflowClient(mlflow_server)
+    children = _children(client, result.parent_run_id)
+    assert len(children) == 3 * 2  # (2 held-out houses + 1 cross-dataset) x 2 seeds
+    assert sorted((c.data.tags["protocol.fold"], c.data.params["train.seed"]) for c in children) == sorted(
+        (f, s) for f in [*FOLDS, "sim-0003"] for s in ("1", "2")
+    )
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert "causal.served.loho.mae_w" in parent.data.metrics
+    assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"protocol.md", "protocol.json"}
+    assert all("test.served.mean.mae_w" in c.data.metrics for c in children)
+
+
+def test_the_held_out_house_is_never_in_training_or_validation(protocol_run) -> None:
+    work, _ = protocol_run
+    for house in [*FOLDS, "sim-0003"]:
+        split = json.loads((work / "folds" / house / "prepared" / "split.json").read_text())
+        assert split["test"] == [house]
+        assert split["excluded"] == [f"{house}-b"]  # its other recording: in no split
+        seen = set(split["train"]) | set(split["val"])
+        assert house not in seen and f"{house}-b" not in seen
+        assert split["val"] == ["sim-0000"]
+        index = json.loads((work / "folds" / house / "prepared" / "train" / "index.json").read_text())
+        assert {d["device_id"] for d in index["devices"]} == set(split["train"])
+        assert index["appliances"] == ["kettle", "fridge"]  # the reference appliances, the model's heads
+
+
+def test_the_table_has_a_row_per_appliance_and_a_column_per_fold(protocol_run) -> None:
+    work, result = protocol_run
+    table = (work / "protocol.md").read_text()
+    assert table == result.table
+    header = next(line for line in table.splitlines() if line.startswith("| appliance"))
+    assert header == "| appliance | sim-0001 | sim-0002 | sim-0003 (cross) |"
+    for row in ("| fridge |", "| kettle |", "| **mean** |"):
+        assert row in table
+    assert "leave-one-house-out (served): mean F1" in table and "worst fold" in table
+    doc = json.loads((work / "protocol.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    runs = doc["runs"]
+    assert len(runs) == 6 and {r["seed"] for r in runs} == {1, 2}
+    fold = doc["summary"]["causal"]["folds"]["sim-0001"]["served"]["mean"]["mae_w"]
+    assert len(fold["seeds"]) == 2 and fold["mean"] == pytest.approx(sum(fold["seeds"]) / 2)
+
+
+def test_a_rerun_reuses_every_result_and_starts_no_training(protocol_run, mlflow_server: str) -> None:
+    from mlflow import MlflowClient
+
+    work, first = protocol_run
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    try:
+        again = run_protocol(REPO / "params.yaml", work, overrides=REDUCED, repo=REPO)
+    finally:
+        mp.undo()
+    assert [r.run_id for r in again.runs] == [r.run_id for r in first.runs]
+    assert again.table == first.table
+    assert _children(MlflowClient(mlflow_server), again.parent_run_id) == []
+
+
+def test_cli_protocol_without_a_protocol_section_is_a_one_line_error(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text()
+    params = tmp_path / "params.yaml"
+    params.write_text(text[: text.index("\nprotocol:")] + "\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "airwatt.cli",
+            "protocol",
+            "--params",
+            str(params),
+            "--work",
+            str(tmp_path / "w"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "params.yaml has no protocol section" in proc.stderr
+    assert "Traceback" not in proc.stderr
