@@ -40,6 +40,8 @@ def test_cli_writes_tables_json_and_pages(
     assert first.to_numpy() == pytest.approx(1.92 + 0.8 + 2.2 * 3 / 60, rel=1e-6)  # 2.83 kWh
     assert second.to_numpy() == pytest.approx(1.92 + 0.8, rel=1e-6)
     app_days = pd.read_parquet(out / "appliance_days.parquet")
+    # Each device's inventory (fridge, kettle) restricts what is reported, whatever else the model predicts.
+    assert set(app_days["appliance"]) == {"fridge", "kettle", "unexplained"}
     sums = app_days.groupby(["device_id", "day"])["energy_kwh"].sum().to_numpy()
     assert sums == pytest.approx(days.sort_values(["device_id", "day"])["measured_kwh"].to_numpy())
     assert (app_days["energy_kwh"] >= -1e-12).all() and app_days["share"].between(-1e-9, 1 + 1e-9).all()

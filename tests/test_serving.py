@@ -23,6 +23,7 @@ import pytest
 from conftest import REPO, square_wave_device
 from starlette.testclient import TestClient
 
+from airwatt.appliances import APPLIANCES
 from airwatt.config import load_params
 from airwatt.models import ModelBundle
 from airwatt.models.decision import NEVER, decide_series
@@ -686,3 +687,40 @@ def test_the_rows_the_service_sends_are_the_typed_answers(engine: Engine) -> Non
         assert json.loads(typed.model_dump_json()) == json.loads(json.dumps(row)), row["device_id"]
     assert [r["status"] for r in rows] == ["ok", "unknown", "ok"]
     assert rows[0]["at"].endswith("Z") and "missing" in rows[1]["reason"]
+
+
+# ------------------------------------------------------------------------------------ appliance inventory
+def test_a_device_inventory_restricts_detect_predict_and_report(
+    client: TestClient, bundle: ModelBundle
+) -> None:
+    apps = list(bundle.appliances)
+    assert len(apps) >= 2, apps
+    mine = [apps[1]]
+    power = readings()
+    full = client.post("/detect", json=body(power)).json()
+    det = client.post("/detect", json=body(power, appliances=mine)).json()
+    assert list(det["appliances"]) == mine and det["appliances"][mine[0]] == full["appliances"][mine[0]]
+    whole = client.post("/predict", json=body(power)).json()
+    pred = client.post("/predict", json=body(power, appliances=mine)).json()
+    assert list(pred["power_w"]) == mine
+    k = len(power) - 1
+    expected = power[k] - pred["power_w"][mine[0]][k]  # the remainder only subtracts the site's appliances
+    assert pred["remainder_w"][k] == pytest.approx(expected, abs=1e-3)
+    assert whole["remainder_w"][k] <= pred["remainder_w"][k] + 1e-6
+    newest = client.post("/predict", json=body(power, appliances=mine, newest_only=True)).json()
+    assert list(newest["power_w"]) == mine
+    batch = client.post(
+        "/detect_batch", json={"devices": [body(power, appliances=mine), body(power, device_id="d-2")]}
+    ).json()
+    assert [list(r["appliances"]) for r in batch["results"]] == [mine, apps]
+    report = client.post("/report", json=body(power, appliances=mine)).json()
+    reported = {row["appliance"] for row in report["appliance_days"]}
+    assert mine[0] in reported and reported <= {*mine, "unexplained"}
+    # A registered appliance the model does not predict is not answered for; an unknown name is a 400.
+    other = next(a for a in APPLIANCES if a not in apps)
+    assert (
+        list(client.post("/detect", json=body(power, appliances=[*mine, other])).json()["appliances"]) == mine
+    )
+    bad = client.post("/detect", json=body(power, appliances=["fridge", "spaceship"]))
+    assert bad.status_code == 400 and bad.json()["detail"][0]["loc"] == ["appliances"]
+    assert "appliances[1] 'spaceship'" in bad.text

@@ -9,6 +9,7 @@ All durations are in seconds, never samples.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from airwatt.errors import DataError
@@ -145,6 +146,16 @@ def vocabulary_name(name: str, *, where: str | None = None) -> str | None:
     """As normalize_appliance, but None for a load listed in NOT_IN_VOCABULARY (importers skip it)."""
     _, canonical = _canonical(name)
     return None if canonical in NOT_IN_VOCABULARY else normalize_appliance(name, where=where)
+
+
+def inventory_columns(model: Sequence[str], inventory: Sequence[str] | None) -> list[int]:
+    """The columns of a model's appliances that a device has: all of them without an inventory (None or
+    empty: the device's appliances are not registered), else those named in ``inventory`` (registered
+    appliances the model does not predict are not answered for)."""
+    if not inventory:
+        return list(range(len(model)))
+    have = set(inventory)
+    return [j for j, a in enumerate(model) if a in have]
 
 
 def appliance_spec(name: str) -> ApplianceSpec:

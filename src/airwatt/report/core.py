@@ -23,6 +23,7 @@ appliances + remainder, the days' sum and an independent integral of the whole w
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zoneinfo
 from collections.abc import Sequence
@@ -74,6 +75,20 @@ class DeviceSeries:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise DataError(f"unknown timezone {self.timezone!r}", device=self.device_id) from None
+
+    def only(self, inventory: Sequence[str] | None) -> DeviceSeries:
+        """The series restricted to the device's registered appliances (all without an inventory)."""
+        from airwatt.appliances import inventory_columns
+
+        keep = inventory_columns(self.appliances, inventory)
+        if len(keep) == len(self.appliances):
+            return self
+        return dataclasses.replace(
+            self,
+            appliances=tuple(self.appliances[j] for j in keep),
+            power_w=self.power_w[:, keep],
+            on=self.on[:, keep],
+        )
 
     @classmethod
     def from_arrays(
@@ -521,11 +536,13 @@ def report_for_series(
     period: Period = "week",
     device_id: str = "device",
     window_ms: tuple[int, int] | None = None,
+    inventory: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The JSON-able report of one device from plain arrays: (T,) grid timestamps (epoch ms), measured power
-    and validity, (T, A) predicted power and on/off of ``appliances`` (e.g. SeriesPrediction.power_w/.on)."""
+    and validity, (T, A) predicted power and on/off of ``appliances`` (e.g. SeriesPrediction.power_w/.on);
+    only the appliances of ``inventory`` when given (DeviceSeries.only)."""
     series = DeviceSeries.from_arrays(
         timestamps_ms, aggregate_w, valid, power_w, on,
         appliances=appliances, interval_s=interval_s, timezone=timezone, device_id=device_id,
-    )  # fmt: skip
+    ).only(inventory)  # fmt: skip
     return device_report(series, params, period=period, window_ms=window_ms).to_dict()

@@ -84,9 +84,11 @@ def series_from_readings(
     *,
     device_id: str,
     timezone: str,
+    inventory: Sequence[str] | None = None,
 ) -> DeviceSeries | None:
     """One device's readings (timestamp UTC, power_w) on the model's grid (its gap policy) with the model's
-    predictions (its rule: for a real-time model, what the service answers); None without readings."""
+    predictions (its rule: for a real-time model, what the service answers), only the appliances of its
+    ``inventory`` when given; None without readings."""
     if readings.empty:
         return None
     appliances = list(bundle.appliances)
@@ -97,7 +99,7 @@ def series_from_readings(
     return DeviceSeries(
         device_id, timezone, g.start_ms, interval_s, tuple(appliances), g.aggregate_w, g.valid,
         np.asarray(pred.power_w), np.asarray(pred.on, bool),
-    )  # fmt: skip
+    ).only(inventory)  # fmt: skip
 
 
 def report_for_readings(
@@ -254,14 +256,14 @@ def report_bundle(
             info = ds.manifest.device(dev)
             readings = ds.readings([dev], columns=["timestamp", "power_w"])
             kw = {"device_id": dev, "timezone": info.timezone}
-            series = series_from_readings(bundle, readings, **kw)
+            series = series_from_readings(bundle, readings, **kw, inventory=info.appliances)
             if series is None and window is None:
                 skipped[dev] = "no readings and no dataset window"
                 log.warning("device %s: no readings; skipped", dev)
                 continue
             if series is None:
                 log.warning("device %s: no readings; reported as missing for the whole window", dev)
-                series = _empty_series(bundle, dev, info.timezone, window[0])  # type: ignore[index]
+                series = _empty_series(bundle, dev, info.timezone, window[0]).only(info.appliances)  # type: ignore[index]
             report = device_report(series, params, period=period, window_ms=window)
             tables.write(report)
             entry: dict[str, Any] = {

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from airwatt.appliances import inventory_columns
 from airwatt.config import ReportParams, ServeParams
 from airwatt.errors import ConfigError
 from airwatt.models import ModelBundle
@@ -559,9 +560,14 @@ class Engine:
     def detect_rows(self, requests: Sequence[DeviceReadings]) -> list[dict[str, Any]]:
         """``detect`` as plain JSON-ready rows of the DetectResponse schema (what the service sends: no
         model object per device on the hot path; the tests check both forms agree)."""
-        return [self._detect_row(a) for a in self.states(requests)]
+        answers = self.states(requests)
+        return [self._detect_row(a, self._keep(r)) for r, a in zip(requests, answers, strict=True)]
 
-    def _detect_row(self, a: Answer) -> dict[str, Any]:
+    def _keep(self, req: DeviceReadings) -> list[int]:
+        """The model's appliance columns the request's device has (its ``appliances`` inventory)."""
+        return inventory_columns(self.appliances, req.appliances)
+
+    def _detect_row(self, a: Answer, keep: Sequence[int]) -> dict[str, Any]:
         at = _iso(a.at_ms)
         if not a.known:
             reason = unknown_reason(as_time(a.at_ms), not np.isnan(a.aggregate_w), a.missing, self.limits)
@@ -570,8 +576,7 @@ class Engine:
         since = [None if s is None else _iso(s) for s in a.since_ms]
         prob = [round(float(p), PROB_DECIMALS) for p in a.prob]
         on = [bool(o) for o in a.on]
-        values = zip(self.appliances, on, prob, since, strict=True)
-        states = {name: {"on": o, "prob_on": p, "since": t} for name, o, p, t in values}
+        states = {self.appliances[j]: {"on": on[j], "prob_on": prob[j], "since": since[j]} for j in keep}
         return {"device_id": a.device_id, "model_version": self.model_version, "at": at, "status": "ok",
                 "reason": None, "appliances": states}  # fmt: skip
 
@@ -581,21 +586,22 @@ class Engine:
             check_batch_size(len(requests), self.limits)
             return [_under(i, len(requests), self.predict_series, r) for i, r in enumerate(requests)]
         answers = self.states(requests)
-        return [self._newest_prediction(r.device_id, a) for r, a in zip(requests, answers, strict=True)]
+        return [self._newest_prediction(r, a) for r, a in zip(requests, answers, strict=True)]
 
-    def _newest_prediction(self, device_id: str, a: Answer) -> PredictResponse:
+    def _newest_prediction(self, req: DeviceReadings, a: Answer) -> PredictResponse:
+        keep = self._keep(req)
         if a.known:
-            watts = np.where(a.on, a.power, 0.0).astype(np.float64)
+            watts = np.where(a.on, a.power, 0.0).astype(np.float64)[keep]
             power: list[float | None] = list(watts.tolist())
             remainder: float | None = float(a.aggregate_w - watts.sum())
         else:
-            power, remainder = [None] * len(self.appliances), None
+            power, remainder = [None] * len(keep), None
         return PredictResponse(
-            device_id=device_id,
+            device_id=req.device_id,
             model_version=self.model_version,
             start=as_time(a.at_ms),
             interval_s=self.limits.interval_s,
-            power_w={name: [p] for name, p in zip(self.appliances, power, strict=True)},
+            power_w={self.appliances[j]: [p] for j, p in zip(keep, power, strict=True)},
             remainder_w=[remainder],
             predicted=[a.known],
         )
@@ -607,7 +613,8 @@ class Engine:
             raise RequestError("continues", "predict of every reading takes the whole series, not a session")
         grid = to_grid(req, self.limits)
         pred = self.bundle.predict_series(grid.aggregate_w, grid.valid)
-        power = pred.power_w.astype(np.float64)  # (T, A)
+        keep = self._keep(req)
+        power = pred.power_w.astype(np.float64)[:, keep]  # (T, A') the device's appliances
         remainder = grid.aggregate_w - power.sum(axis=1)
         ok = pred.predicted
         return PredictResponse(
@@ -615,7 +622,7 @@ class Engine:
             model_version=self.model_version,
             start=grid.time_of(0),
             interval_s=self.limits.interval_s,
-            power_w={a: _nullable(power[:, j], ok) for j, a in enumerate(pred.appliances)},
+            power_w={pred.appliances[j]: _nullable(power[:, k], ok) for k, j in enumerate(keep)},
             remainder_w=_nullable(remainder, ok),
             predicted=ok.tolist(),
         )
@@ -642,6 +649,7 @@ class Engine:
             params=params,
             period=req.period,
             device_id=req.device_id,
+            inventory=req.appliances,
         )
         return {"model_version": self.model_version, **body}
 

@@ -54,6 +54,26 @@ class DeviceReadings(_Body):
         description="session form: the time of the last reading sent before; power_w holds only the "
         "readings after it (409 if this worker holds no state ending there)",
     )
+    appliances: list[str] | None = Field(
+        default=None,
+        max_length=100,
+        description="the site's registered appliances (vocabulary names): only these are answered and "
+        "reported; null or empty: every appliance of the model",
+        examples=[["fridge", "kettle"]],
+    )
+
+    @field_validator("appliances")
+    @classmethod
+    def _in_vocabulary(cls, names: list[str] | None) -> list[str] | None:
+        from airwatt.appliances import APPLIANCES
+
+        for i, name in enumerate(names or []):
+            if name not in APPLIANCES:
+                raise ValueError(
+                    f"appliances[{i}] {name!r} is not an appliance of the vocabulary "
+                    f"({', '.join(sorted(APPLIANCES))})"
+                )
+        return names
 
     @field_validator("timestamps")
     @classmethod
