@@ -273,14 +273,25 @@ def train_cmd(
     fast_dev_run: Annotated[
         bool, typer.Option(help="One batch of train and val, no checkpoint, no MLflow (a smoke test).")
     ] = False,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Fine-tune this model on the data instead of training a fresh one: a bundle directory or "
+            "models:/NAME@ALIAS (docs/generalisation.md) [params: train.init_from]."
+        ),
+    ] = None,
+    finetune: Annotated[
+        str | None, typer.Option(help="What fine-tuning updates: all or heads [params: train.finetune].")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Train a model (resuming an interrupted run), save its bundle, log it to MLflow and register it."""
     from airwatt.config import load_params
     from airwatt.training.train import train
 
+    chosen = {"train.init_from": init_from, "train.finetune": finetune}
     result = train(
-        load_params(params),
+        load_params(params, overrides={k: v for k, v in chosen.items() if v is not None}),
         data,
         out_dir=out,
         metrics_path=metrics,

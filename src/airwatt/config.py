@@ -152,6 +152,12 @@ class TrainParams(_Section):
         description="share of training windows per source dataset; {}: every window alike",
     )
     augment: AugmentParams
+    init_from: str | None = Field(
+        None, description="fine-tune this model (bundle dir or MLflow model URI) instead of a fresh one"
+    )
+    finetune: Literal["all", "heads"] = Field(
+        "all", description="what fine-tuning (init_from) updates: every weight, or the output heads only"
+    )
     decision: DecisionTuningParams
 
     @model_validator(mode="after")

@@ -201,14 +201,14 @@ def _summary(indexes: dict[str, dict]) -> dict[str, Any]:
 
 
 def model_appliances(ds: Dataset, chosen: list[str]) -> list[str]:
-    """prepare.appliances (in the dataset's order), or every appliance of the dataset when empty; ConfigError
-    for one the dataset does not hold."""
+    """prepare.appliances (in that order: a model's heads when fine-tuning it), or every appliance of the
+    dataset when empty; ConfigError for one the dataset does not hold."""
     if not chosen:
         return list(ds.appliances)
     unknown = sorted(set(chosen) - set(ds.appliances))
     if unknown:
         raise ConfigError(f"prepare: appliances {unknown} are not in the dataset (it has {ds.appliances})")
-    return [a for a in ds.appliances if a in set(chosen)]
+    return list(dict.fromkeys(chosen))
 
 
 def included_devices(ds: Dataset, exclude: list[str]) -> list[DeviceInfo]:

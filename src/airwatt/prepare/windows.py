@@ -90,7 +90,10 @@ class WindowDataset(Dataset[WindowSample]):
         target: Target = "midpoint",
         stride: int = 1,
         max_invalid_fraction: float = 0.1,
+        aggregate_norm: tuple[float, float] | None = None,
     ) -> None:
+        """``aggregate_norm`` (mean_w, std_w) replaces the split's training statistics: a fine-tuned model
+        keeps the normalisation its weights were trained with."""
         if window_length < 1 or stride < 1:
             raise ConfigError(f"window_length ({window_length}) and stride ({stride}) must be >= 1")
         if not 0 <= max_invalid_fraction <= 1:
@@ -106,6 +109,11 @@ class WindowDataset(Dataset[WindowSample]):
         self.window_length = window_length
         self.target = target
         self.target_offset = target_offset(window_length, target)
+        if aggregate_norm is not None:
+            self.stats = {
+                **self.stats,
+                "aggregate": {"mean_w": aggregate_norm[0], "std_w": aggregate_norm[1]},
+            }
         self._mean_w = float(self.stats["aggregate"]["mean_w"])
         self._std_w = float(self.stats["aggregate"]["std_w"])
         self.starts = valid_window_starts(

@@ -47,6 +47,7 @@ class WindowDataModule(L.LightningDataModule):
         source_weights: Mapping[str, float] | None = None,
         seed: int = 0,
         augment: AugmentParams | None = None,
+        aggregate_norm: tuple[float, float] | None = None,
     ) -> None:
         super().__init__()
         self.prepared_dir = Path(prepared_dir)
@@ -61,6 +62,7 @@ class WindowDataModule(L.LightningDataModule):
         self.source_weights = dict(source_weights or {})
         self.seed = seed
         self.augment = augment
+        self.aggregate_norm = aggregate_norm
         self.bank: ActivationBank | None = None
         self.train_set: WindowDataset | AugmentedWindows | None = None
         self.val_set: WindowDataset | None = None
@@ -74,6 +76,7 @@ class WindowDataModule(L.LightningDataModule):
             target=self.target,
             stride=stride,
             max_invalid_fraction=self.max_invalid_fraction,
+            aggregate_norm=self.aggregate_norm,
         )
         if len(ds) == 0:
             raise DataError(

@@ -124,4 +124,13 @@ class DisaggregationModule(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def configure_optimizers(self) -> Any:
-        return torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+
+    def on_train_epoch_start(self) -> None:
+        """Submodules without a trainable weight (fine-tuning the heads only) stay in eval mode: their
+        normalisation statistics are the initial model's."""
+        for module in self.model.modules():
+            own = list(module.parameters(recurse=False))
+            if own and not any(p.requires_grad for p in own):
+                module.eval()

@@ -48,6 +48,7 @@ from airwatt.models.registry import model_class
 from airwatt.models.tuning import DecisionGrid, tune_bundle
 from airwatt.prepare import ARRAYS
 from airwatt.timeutil import from_epoch_ms
+from airwatt.training import finetune
 from airwatt.training.callbacks import EpochMetricsTable, write_rows
 from airwatt.training.datamodule import WindowDataModule
 from airwatt.training.module import DisaggregationModule
@@ -301,21 +302,33 @@ def train(
     assert cfg.window_length is not None and cfg.target is not None
     L.seed_everything(cfg.seed, workers=True)
     data_version = tracking.dataset_version(data_dir)
-    spec = spec_from_prepared(
-        data_dir,
-        cfg.model,
-        arch_kwargs,
-        cfg.window_length,
-        cfg.target,
-        max_invalid_fraction=cfg.max_invalid_fraction,
-    )
+    initial = finetune.load_initial(cfg.init_from) if cfg.init_from else None
+    if initial is not None:
+        assert cfg.init_from is not None
+        spec = finetune.initial_spec(initial, cfg.init_from, data_dir)
+        cfg = cfg.model_copy(
+            update={"model": spec.arch, "window_length": spec.window_length, "target": spec.target}
+        )
+        arch_kwargs = dict(spec.arch_kwargs)
+    else:
+        assert cfg.window_length is not None and cfg.target is not None
+        spec = spec_from_prepared(
+            data_dir,
+            cfg.model,
+            arch_kwargs,
+            cfg.window_length,
+            cfg.target,
+            max_invalid_fraction=cfg.max_invalid_fraction,
+        )
+    assert cfg.window_length is not None and cfg.target is not None
     ckpt_dir = Path(cfg.checkpoint_dir) / f"{cfg.model}-{config_hash(cfg, arch_kwargs, data_version)}"
     last = ckpt_dir / "last.ckpt"
     resume = last if last.is_file() and not fresh and not fast_dev_run else None
     if fresh and ckpt_dir.is_dir() and getattr(rank_zero_only, "rank", 0) == 0:
         shutil.rmtree(ckpt_dir)  # our own checkpoints of this config: a stale "best" must not win later
 
-    module = DisaggregationModule(build_model(spec), spec, cfg, power_learnable(data_dir, spec))
+    model = build_model(spec) if initial is None else finetune.initial_model(spec, initial, cfg.finetune)
+    module = DisaggregationModule(model, spec, cfg, power_learnable(data_dir, spec))
     dm = WindowDataModule(
         data_dir,
         window_length=cfg.window_length,
@@ -329,6 +342,7 @@ def train(
         source_weights=cfg.source_weights,
         seed=cfg.seed,
         augment=cfg.augment,
+        aggregate_norm=None if initial is None else (spec.norm.aggregate_mean_w, spec.norm.aggregate_std_w),
     )
     logger = (
         None
@@ -369,6 +383,9 @@ def train(
         "run_id": run_id,
         **tracking.git_state(),
     }
+    if initial is not None:
+        assert cfg.init_from is not None
+        provenance |= finetune.provenance_of(cfg.init_from, initial, cfg.finetune)
     bundle = ModelBundle(spec.model_copy(update={"provenance": provenance}), module.model.cpu())
     if bundle.real_time:
         bundle = tune_bundle(bundle, data_dir, decision_grid(cfg))
