@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from airwatt.config import load_params
+from airwatt.dataset import Dataset
 from airwatt.errors import DataError
 from airwatt.protocol import Fold, make_folds, recordings_of, run_protocol
 
@@ -30,6 +32,13 @@ REDUCED = {
     "protocol.models": ["causal"],
     "protocol.max_steps": 3,
     "protocol.reference": ["fridge", "kettle"],
+    "protocol.adapt": {
+        "days": [0.2, 0.4],
+        "eval_days": 0.15,
+        "max_steps": 2,
+        "finetune": "all",
+        "val_fraction": 0.3,
+    },
     "train.batch_size": 16,
     "train.limit_val_batches": 2,
     "train.num_workers": 0,
@@ -114,6 +123,21 @@ def test_the_table_has_a_row_per_appliance_and_a_column_per_fold(protocol_run) -
     assert len(runs) == 6 and {r["seed"] for r in runs} == {1, 2}
     fold = doc["summary"]["causal"]["folds"]["sim-0001"]["served"]["mean"]["mae_w"]
     assert len(fold["seeds"]) == 2 and fold["mean"] == pytest.approx(sum(fold["seeds"]) / 2)
+
+
+def test_the_few_label_curve_fine_tunes_on_the_first_days_and_scores_the_last(protocol_run) -> None:
+    work, result = protocol_run
+    for run in result.runs:
+        assert run.adapt is not None
+        assert set(run.adapt["served"]) == {"0", "0.2"} and run.adapt["not_available"] == [0.4]
+        eval_start = pd.Timestamp(run.adapt["eval"][0])
+        days = Dataset(work / "adapt" / run.fold / "days-0.2").readings()["timestamp"]
+        assert days.max() < eval_start  # the labelled days never overlap the scored ones
+        scored = Dataset(work / "adapt" / run.fold / "eval").readings()["timestamp"]
+        assert scored.min() >= eval_start
+    assert set(result.adapt["causal"]["folds"]) == {*FOLDS, "sim-0003"}
+    assert "few-label curve" in result.table and "| fold | k = 0 | k = 0.2 | k = 0.4 |" in result.table
+    assert "k = 0.2: mean F1 gain over k = 0" in result.table
 
 
 def test_a_rerun_reuses_every_result_and_starts_no_training(protocol_run, mlflow_server: str) -> None:

@@ -339,6 +339,16 @@ class ProtocolSource(_Section):
         return self
 
 
+class AdaptParams(_Section):
+    """The protocol's few-label curve: fine-tune on the held-out house's first days (airwatt.protocol)."""
+
+    days: list[float] = Field(min_length=1, description="labelled days k to fine-tune on (and k = 0)")
+    eval_days: float = Field(gt=0, description="scored on the house's last days, the same for every k")
+    max_steps: int = Field(gt=0, description="fine-tuning steps")
+    finetune: Literal["all", "heads"] = Field(description="what fine-tuning updates")
+    val_fraction: float = Field(gt=0, lt=1, description="share of the k days that picks the checkpoint")
+
+
 class ProtocolParams(_Section):
     """The cross-house protocol (airwatt.protocol): training mix, folds, seeds, the few-label curve."""
 
@@ -355,6 +365,7 @@ class ProtocolParams(_Section):
     augment: dict[str, float] = Field(
         default_factory=dict, description="train.augment keys every protocol run overrides"
     )
+    adapt: AdaptParams | None = Field(None, description="the few-label curve; null: not run")
 
     @model_validator(mode="after")
     def _consistent(self) -> ProtocolParams:

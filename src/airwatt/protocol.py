@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from airwatt.atomic import write_json_atomic
 from airwatt.config import Params, ProtocolParams, ProtocolSource, load_params
 from airwatt.errors import ConfigError, DataError
@@ -66,6 +68,7 @@ class RunResult:
     eval_s: float
     run_id: str | None = None
     signature: str = ""
+    adapt: dict[str, Any] | None = None  # the few-label curve (adapt_one)
 
 
 @dataclass
@@ -73,6 +76,7 @@ class ProtocolResult:
     work: Path
     runs: list[RunResult] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    adapt: dict[str, Any] = field(default_factory=dict)
     table: str = ""
     parent_run_id: str | None = None
 
@@ -328,6 +332,180 @@ def _log_run_metrics(run_id: str, run: RunResult, reference: Sequence[str]) -> N
     c.set_tag(run_id, "protocol.fold", run.fold)
 
 
+# ------------------------------------------------------------------------------------ few-label curve
+def slice_device(mix: Path, device: str, start: pd.Timestamp, end: pd.Timestamp, out: Path) -> Path:
+    """One device of ``mix`` in [start, end) as its own dataset (labels clipped to the window); kept when
+    already written."""
+    from airwatt.dataset import Dataset, DatasetWriter
+
+    if (out / "manifest.json").is_file():
+        return out
+    ds = Dataset(mix)
+    info = ds.manifest.device(device)
+    readings = ds.readings([device], start, end).drop(columns="device_id")
+    gt = ds.ground_truth([device], start, end).drop(columns="device_id") if info.has_ground_truth else None
+    labels = ds.labels([device], start, end).drop(columns="device_id")
+    if len(labels):
+        labels = labels.assign(start=labels["start"].clip(lower=start), end=labels["end"].clip(upper=end))
+    if readings.empty:
+        raise DataError(f"protocol adapt: no readings in [{start}, {end})", device=device)
+    with DatasetWriter(
+        out, name=f"{device}-site", appliances=ds.appliances, interval_s=ds.manifest.interval_s,
+        start=start, end=end, provenance={"sliced_from": str(mix), "device": device},
+    ) as w:  # fmt: skip
+        w.add_device(info, readings, ground_truth=gt, labels=labels)
+    return out
+
+
+def device_span(mix: Path, device: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[first reading, last reading + one interval) of a device."""
+    from airwatt.dataset import Dataset
+
+    ds = Dataset(mix)
+    ts = ds.readings([device], columns=["timestamp"])["timestamp"]
+    return ts.min(), ts.max() + pd.Timedelta(seconds=ds.manifest.interval_s)
+
+
+def adapt_one(
+    params_path: Path,
+    work: Path,
+    mix: Path,
+    fold: Fold,
+    run: RunResult,
+    bundle_dir: Path,
+    *,
+    pp: ProtocolParams,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The few-label curve of one fold and seed: k = 0 (the trained model) and each k of adapt.days that the
+    house allows, fine-tuned on its first k days, all scored on its last eval_days (module docstring)."""
+    from airwatt.evaluate import evaluate_bundle
+    from airwatt.models import ModelBundle
+    from airwatt.prepare import prepare
+    from airwatt.training.train import train
+
+    ap = pp.adapt
+    assert ap is not None
+    house = fold.test[0]
+    first, last = device_span(mix, house)
+    eval_start = (last - pd.Timedelta(days=ap.eval_days)).floor("s")
+    site_dir = work / "adapt" / fold.house
+    eval_ds = slice_device(mix, house, eval_start, last, site_dir / "eval")
+    base = ModelBundle.load(bundle_dir, device=_eval_device())
+    names = list(base.appliances)
+    curve: dict[str, Any] = {"0": _per_appliance(evaluate_bundle(base, eval_ds, devices=[house]), names)}
+    skipped: list[float] = []
+    for k in ap.days:
+        end = (first + pd.Timedelta(days=k)).floor("s")
+        if end > eval_start:
+            skipped.append(k)
+            continue
+        days_ds = slice_device(mix, house, first, end, site_dir / f"days-{k:g}")
+        site_params = {
+            **extra,
+            "prepare.split_by": "time",
+            "prepare.val_devices": [],
+            "prepare.test_devices": [],
+            "prepare.exclude_devices": [],
+            "prepare.val_fraction": ap.val_fraction,
+            "prepare.test_fraction": 0.0,
+            "prepare.appliances": names,
+        }
+        prepared = site_dir / f"prepared-{k:g}"
+        _prepare_once(prepare, days_ds, load_params(params_path, overrides=site_params), prepared)
+        tune = {
+            **site_params,
+            "train.init_from": str(bundle_dir),
+            "train.finetune": ap.finetune,
+            "train.seed": run.seed,
+            "train.max_steps": ap.max_steps,
+            "train.max_epochs": 1000,
+            "train.limit_train_batches": max(1, math.ceil(ap.max_steps / 5)),
+            "train.source_weights": {},
+            "train.checkpoint_dir": str(work / "checkpoints"),
+        }
+        name = f"{run.model}-seed{run.seed}-k{k:g}"
+        result = train(
+            load_params(params_path, overrides=tune),
+            prepared,
+            out_dir=site_dir / "models" / name,
+            metrics_path=site_dir / "metrics" / f"{name}.json",
+            epochs_path=site_dir / "metrics" / f"{name}.csv",
+            fresh=True,
+            use_mlflow=False,
+        )
+        tuned = ModelBundle.load(result.bundle_dir, device=_eval_device())
+        curve[f"{k:g}"] = _per_appliance(evaluate_bundle(tuned, eval_ds, devices=[house]), names)
+    if skipped:
+        log.info("%s: %s labelled days do not fit before its last %g days", house, skipped, ap.eval_days)
+    return {"eval": [eval_start.isoformat(), last.isoformat()], "served": curve, "not_available": skipped}
+
+
+def _log_adapt_metrics(run_id: str, adapt: dict[str, Any], reference: Sequence[str]) -> None:
+    from airwatt import tracking
+
+    c = tracking.client()
+    for k, figures in adapt["served"].items():
+        for m in METRICS:
+            v = reference_mean(figures, reference, m)
+            if not math.isnan(v):
+                c.log_metric(run_id, f"adapt.k{k}.served.mean.{m}", v)
+
+
+def summarise_adapt(runs: Sequence[RunResult], pp: ProtocolParams) -> dict[str, Any]:
+    """Per model and fold: the served mean F1 / MAE per k (mean over seeds); the mean gain of each k over
+    k = 0 on the folds that allow it."""
+    out: dict[str, Any] = {}
+    for model in dict.fromkeys(r.model for r in runs if r.adapt):
+        folds: dict[str, Any] = {}
+        for r in (r for r in runs if r.model == model and r.adapt):
+            assert r.adapt is not None
+            f = folds.setdefault(r.fold, {})
+            for k, figures in r.adapt["served"].items():
+                cell = f.setdefault(k, {m: [] for m in METRICS})
+                for m in METRICS:
+                    cell[m].append(reference_mean(figures, pp.reference, m))
+        table = {
+            fold: {k: {m: _stats(v)[0] for m, v in cell.items()} for k, cell in ks.items()}
+            for fold, ks in folds.items()
+        }
+        gains: dict[str, Any] = {}
+        for k in dict.fromkeys(k for ks in table.values() for k in ks if k != "0"):
+            per_fold = {
+                f: ks[k]["f1"] - ks["0"]["f1"]
+                for f, ks in table.items()
+                if k in ks and not math.isnan(ks[k]["f1"] - ks["0"]["f1"])
+            }
+            gains[k] = {"mean_f1_gain": _stats(list(per_fold.values()))[0], "folds": per_fold}
+        out[model] = {"folds": table, "gain": gains}
+    return out
+
+
+def format_adapt(adapt: dict[str, Any], pp: ProtocolParams) -> str:
+    """Markdown: per model, the served mean F1 / MAE per fold (rows) and labelled days k (columns)."""
+    lines: list[str] = []
+    assert pp.adapt is not None
+    ks = ["0", *[f"{k:g}" for k in pp.adapt.days]]
+    for model, a in adapt.items():
+        lines.append(
+            f"\n{model}, few-label curve (served mean F1 / MAE W on each house's last "
+            f"{pp.adapt.eval_days:g} days, mean over seeds; fine-tuning: {pp.adapt.finetune}):\n"
+        )
+        lines.append("| fold | " + " | ".join(f"k = {k}" for k in ks) + " |")
+        lines.append("|---" * (len(ks) + 1) + "|")
+        for fold, cells in a["folds"].items():
+            row = [
+                f"{_fmt(cells[k]['f1'], 2)} / {_fmt(cells[k]['mae_w'], 1)}" if k in cells else "n/a"
+                for k in ks
+            ]
+            lines.append(f"| {fold} | " + " | ".join(row) + " |")
+        for k, g in a["gain"].items():
+            lines.append(
+                f"\nk = {k}: mean F1 gain over k = 0 {_fmt(g['mean_f1_gain'], 3)} on {len(g['folds'])} folds"
+            )
+    return "\n".join(lines).strip() + "\n"
+
+
 # -------------------------------------------------------------------------------------------- summary
 def _stats(values: Sequence[float]) -> tuple[float, float]:
     v = [x for x in values if not math.isnan(x)]
@@ -472,16 +650,29 @@ def run_protocol(
                     parent_run_id=parent, use_mlflow=use_mlflow, extra=extra,
                 )  # fmt: skip
                 run.signature = signature
+                if pp.adapt is not None:
+                    bundle_dir = work / "folds" / fold.house / "models" / f"{model}-seed{seed}"
+                    run.adapt = adapt_one(params_path, work, mix, fold, run, bundle_dir, pp=pp, extra=extra)
+                    if run.run_id is not None:
+                        _log_adapt_metrics(run.run_id, run.adapt, pp.reference)
                 write_json_atomic(_result_path(work, model, fold, seed), run.__dict__)
                 runs.append(run)
     summary = summarise(runs, folds, pp)
     table = format_table(summary, pp)
-    doc = {"folds": [f.__dict__ for f in folds], "summary": summary, "runs": [r.__dict__ for r in runs]}
+    adapt = summarise_adapt(runs, pp) if pp.adapt is not None and any(r.adapt for r in runs) else {}
+    if adapt:
+        table += "\n" + format_adapt(adapt, pp)
+    doc = {
+        "folds": [f.__dict__ for f in folds],
+        "summary": summary,
+        "adapt": adapt,
+        "runs": [r.__dict__ for r in runs],
+    }
     write_json_atomic(work / "protocol.json", _finite(doc))
     (work / "protocol.md").write_text(table)
     if parent is not None:
-        _finish_parent(parent, summary, work)
-    return ProtocolResult(work, runs, summary, table, parent)
+        _finish_parent(parent, summary, adapt, work)
+    return ProtocolResult(work, runs, summary, adapt, table, parent)
 
 
 def _result_path(work: Path, model: str, fold: Fold, seed: int) -> Path:
@@ -522,10 +713,14 @@ def _start_parent(params: Params, pp: ProtocolParams, work: Path) -> str:
     return str(run.info.run_id)
 
 
-def _finish_parent(run_id: str, summary: dict[str, Any], work: Path) -> None:
+def _finish_parent(run_id: str, summary: dict[str, Any], adapt: dict[str, Any], work: Path) -> None:
     from airwatt import tracking
 
     c = tracking.client()
+    for model, a in adapt.items():
+        for k, g in a["gain"].items():
+            if not math.isnan(g["mean_f1_gain"]):
+                c.log_metric(run_id, f"{model}.adapt.k{k}.f1_gain", g["mean_f1_gain"])
     for model, s in summary.items():
         for rule, h in s["loho"].items():
             for m in METRICS:
