@@ -614,11 +614,15 @@ def run_protocol(
     from airwatt.dataset import read_manifest
 
     extra = dict(overrides or {})
-    params = load_params(params_path, overrides=extra)
-    pp = _protocol(params)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    mix = build_mix(params, work, repo or tracking.repo_root(params_path.parent))
+    snapshot = work / "params.yaml"  # every run reads this copy: editing params.yaml mid-protocol is safe
+    snapshot.write_text(Path(params_path).read_text())
+    repo = repo or tracking.repo_root(Path(params_path).resolve().parent)
+    params_path = snapshot
+    params = load_params(params_path, overrides=extra)
+    pp = _protocol(params)
+    mix = build_mix(params, work, repo)
     folds = make_folds(pp, read_manifest(mix).device_ids)
     total = len(pp.models) * len(folds) * len(pp.seeds)
     log.info(
