@@ -102,23 +102,25 @@ def site_b(registered: tuple[str, Path]) -> tuple[Path, Path]:
     return b, tmp / "pb"
 
 
+@pytest.fixture
+def tracked(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The tests' tracking server as this test's MLFLOW_TRACKING_URI (models:/ URIs resolve there)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    return mlflow_server
+
+
 def fridge_mae(bundle: ModelBundle, data: Path) -> float:
     return float(evaluate_bundle(bundle, data, devices=["b-2"])["appliances"]["fridge"]["mae_w"])
 
 
 def test_fine_tuning_a_registered_model_on_a_sites_days_improves_it_there(
-    registered: tuple[str, Path], site_b: tuple[Path, Path], mlflow_server: str, tmp_path: Path
+    registered: tuple[str, Path], site_b: tuple[Path, Path], tracked: str, tmp_path: Path
 ) -> None:
     uri, _ = registered
     data, prepared = site_b
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    try:
-        before = fridge_mae(ModelBundle.load(_download(uri, tmp_path)), data)
-        p = params(tmp_path, **{"train.init_from": uri, "train.lr": 0.003})
-        result = run(p, prepared, tmp_path / "ft", use_mlflow=False)
-    finally:
-        mp.undo()
+    before = fridge_mae(ModelBundle.load(_download(uri, tmp_path)), data)
+    p = params(tmp_path, **{"train.init_from": uri, "train.lr": 0.003})
+    result = run(p, prepared, tmp_path / "ft", use_mlflow=False)
     tuned = ModelBundle.load(result.bundle_dir)
     after = fridge_mae(tuned, data)
     print(f"fridge MAE on the new site: {before:.1f} W before, {after:.1f} W after fine-tuning")
@@ -136,41 +138,27 @@ def _download(uri: str, tmp: Path) -> Path:
 
 
 def test_heads_only_fine_tuning_leaves_the_trunk_unchanged(
-    registered: tuple[str, Path], site_b: tuple[Path, Path], mlflow_server: str, tmp_path: Path
+    registered: tuple[str, Path], site_b: tuple[Path, Path], tracked: str, tmp_path: Path
 ) -> None:
     uri, _ = registered
     _, prepared = site_b
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    try:
-        initial = ModelBundle.load(_download(uri, tmp_path))
-        p = params(tmp_path, **{"train.init_from": uri, "train.finetune": "heads", "train.max_epochs": 1})
-        result = run(p, prepared, tmp_path / "ft", use_mlflow=False)
-    finally:
-        mp.undo()
+    initial = ModelBundle.load(_download(uri, tmp_path))
+    p = params(tmp_path, **{"train.init_from": uri, "train.finetune": "heads", "train.max_epochs": 1})
+    result = run(p, prepared, tmp_path / "ft", use_mlflow=False)
     before, after = initial.model.state_dict(), ModelBundle.load(result.bundle_dir).model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("head" in k for k in changed), sorted(changed)
 
 
 def test_fine_tuning_data_without_the_models_appliances_is_an_error(
-    registered: tuple[str, Path], mlflow_server: str, tmp_path: Path
+    registered: tuple[str, Path], site_b: tuple[Path, Path], tracked: str, tmp_path: Path
 ) -> None:
-    uri, tmp = registered
+    uri, _ = registered
+    data, _ = site_b
     other = tmp_path / "pk"
-    p = params(tmp_path, **{"prepare.val_devices": ["b-1"], "prepare.test_devices": ["b-2"]})
-    prepare(
-        tmp / "b",
-        p.model_copy(update={"prepare": p.prepare.model_copy(update={"appliances": ["kettle"]})}),
-        other,
-    )
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    try:
-        with pytest.raises(
-            ConfigError, match=r"prepare the site with prepare.appliances = \['fridge', 'kettle'\]"
-        ):
-            run(params(tmp_path, **{"train.init_from": uri}), other, tmp_path / "x", use_mlflow=False)
-    finally:
-        mp.undo()
+    split = {"prepare.val_devices": ["b-1"], "prepare.test_devices": ["b-2"]}
+    prepare(data, params(tmp_path, **split, **{"prepare.appliances": ["kettle"]}), other)
+    fix = r"prepare the site with prepare.appliances = \['fridge', 'kettle'\]"
+    with pytest.raises(ConfigError, match=fix):
+        run(params(tmp_path, **{"train.init_from": uri}), other, tmp_path / "x", use_mlflow=False)
     assert json.loads((other / "train" / "index.json").read_text())["appliances"] == ["kettle"]

@@ -140,16 +140,14 @@ def test_the_few_label_curve_fine_tunes_on_the_first_days_and_scores_the_last(pr
     assert "k = 0.2: mean F1 gain over k = 0" in result.table
 
 
-def test_a_rerun_reuses_every_result_and_starts_no_training(protocol_run, mlflow_server: str) -> None:
+def test_a_rerun_reuses_every_result_and_starts_no_training(
+    protocol_run, mlflow_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow import MlflowClient
 
     work, first = protocol_run
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    try:
-        again = run_protocol(REPO / "params.yaml", work, overrides=REDUCED, repo=REPO)
-    finally:
-        mp.undo()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    again = run_protocol(REPO / "params.yaml", work, overrides=REDUCED, repo=REPO)
     assert [r.run_id for r in again.runs] == [r.run_id for r in first.runs]
     assert again.table == first.table
     assert _children(MlflowClient(mlflow_server), again.parent_run_id) == []
