@@ -166,7 +166,7 @@ def test_bad_regions_are_skipped_with_their_reason() -> None:
     result = [
         _region("fridge", T0_MS + 60_000 + 1200, T0_MS + 120_000),  # snaps to [65 s, 125 s)
         _region("fridge", T0_MS + 100_000, T0_MS + 200_000),  # overlaps the first: united
-        _region("toaster", T0_MS, T0_MS + 60_000),
+        _region("hovercraft", T0_MS, T0_MS + 60_000),
         _region("kettle", T0_MS + 60_000, T0_MS + 30_000),
         _region("fridge", T0_MS - HOUR_MS, T0_MS + 60_000),
         _region("fridge", T0_MS + 61_000, T0_MS + 64_000),  # between two readings

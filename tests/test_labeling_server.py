@@ -181,7 +181,7 @@ def test_pull_merges_annotations_reports_skips_and_agreement_and_is_idempotent(
     client.create_annotation(t0["id"], [region("kettle", kettle[0], kettle[1] + 60_000)], completed_by=second)
     client.create_annotation(t0["id"], [
         region("kettle", *kettle),
-        region("toaster", w0, w0 + 60_000),  # unknown label
+        region("hovercraft", w0, w0 + 60_000),  # unknown label
         region("fridge", w0 + 120_000, w0 + 60_000),  # reversed
         region("fridge", w0 - HOUR_MS, w0 + 60_000),  # before the window
     ])  # fmt: skip

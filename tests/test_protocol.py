@@ -29,7 +29,7 @@ REDUCED = {
     "protocol.cross_dataset": ["sim-0003"],
     "protocol.val_devices": ["sim-0000"],
     "protocol.seeds": [1, 2],
-    "protocol.models": ["causal"],
+    "protocol.models": ["causal", "multitask"],  # the real-time model and the offline one beside it
     "protocol.max_steps": 3,
     "protocol.reference": ["fridge", "kettle"],
     "protocol.adapt": {
@@ -39,6 +39,7 @@ REDUCED = {
         "finetune": "all",
         "val_fraction": 0.3,
     },
+    "train.arch": {"causal": {}, "multitask": {"widths": [8, 16], "hidden": 32, "head_hidden": 8}},
     "train.batch_size": 16,
     "train.limit_val_batches": 2,
     "train.num_workers": 0,
@@ -84,15 +85,21 @@ def test_one_parent_run_with_a_child_per_fold_and_seed(protocol_run, mlflow_serv
     _, result = protocol_run
     client = MlflowClient(mlflow_server)
     children = _children(client, result.parent_run_id)
-    assert len(children) == 3 * 2  # (2 held-out houses + 1 cross-dataset) x 2 seeds
-    assert sorted((c.data.tags["protocol.fold"], c.data.params["train.seed"]) for c in children) == sorted(
-        (f, s) for f in [*FOLDS, "sim-0003"] for s in ("1", "2")
+    assert len(children) == 2 * 3 * 2  # 2 models x (2 held-out houses + 1 cross-dataset) x 2 seeds
+    got = sorted((c.data.params["train.model"], c.data.tags["protocol.fold"], c.data.params["train.seed"])
+                 for c in children)  # fmt: skip
+    assert got == sorted(
+        (m, f, s) for m in ("causal", "multitask") for f in [*FOLDS, "sim-0003"] for s in "12"
     )
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     assert "causal.served.loho.mae_w" in parent.data.metrics
+    assert "multitask.offline.loho.mae_w" in parent.data.metrics
+    assert "multitask.served.loho.mae_w" not in parent.data.metrics
     assert {a.path for a in client.list_artifacts(result.parent_run_id)} >= {"protocol.md", "protocol.json"}
-    assert all("test.served.mean.mae_w" in c.data.metrics for c in children)
+    for c in children:
+        rule = "served" if c.data.params["train.model"] == "causal" else "offline"
+        assert f"test.{rule}.mean.mae_w" in c.data.metrics
 
 
 def test_the_held_out_house_is_never_in_training_or_validation(protocol_run) -> None:
@@ -120,14 +127,17 @@ def test_the_table_has_a_row_per_appliance_and_a_column_per_fold(protocol_run) -
     assert "leave-one-house-out (served): mean F1" in table and "worst fold" in table
     doc = json.loads((work / "protocol.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     runs = doc["runs"]
-    assert len(runs) == 6 and {r["seed"] for r in runs} == {1, 2}
+    assert len(runs) == 12 and {r["seed"] for r in runs} == {1, 2}
+    assert "causal, served" in table and "causal, offline" in table
+    assert "multitask, offline" in table and "multitask, served" not in table  # never served in real time
     fold = doc["summary"]["causal"]["folds"]["sim-0001"]["served"]["mean"]["mae_w"]
     assert len(fold["seeds"]) == 2 and fold["mean"] == pytest.approx(sum(fold["seeds"]) / 2)
 
 
 def test_the_few_label_curve_fine_tunes_on_the_first_days_and_scores_the_last(protocol_run) -> None:
     work, result = protocol_run
-    for run in result.runs:
+    assert all(r.adapt is None for r in result.runs if r.model == "multitask")
+    for run in (r for r in result.runs if r.model == "causal"):
         assert run.adapt is not None
         assert set(run.adapt["served"]) == {"0", "0.2"} and run.adapt["not_available"] == [0.4]
         eval_start = pd.Timestamp(run.adapt["eval"][0])

@@ -221,12 +221,12 @@ BAD_INPUTS = [
     ("readings.csv", _set("device_id", 9, None), r"readings.csv, row 11, column 'device_id': missing"),
     (
         "labels.csv",
-        _set("appliance", 1, "toaster"),
+        _set("appliance", 1, "hovercraft"),
         r"labels.csv, row 3, column 'appliance': unknown appliance",
     ),
     ("labels.csv", _set("source", 0, "guess"), r"labels.csv, row 2, column 'source'"),
     ("labels.jsonl", _set("end", 0, "soon"), r"labels.jsonl, row 1, column 'end': unparsable"),
-    ("ground_truth.csv", lambda df: df.rename(columns={"Kettle": "toaster"}), r"column 'toaster'"),
+    ("ground_truth.csv", lambda df: df.rename(columns={"Kettle": "hovercraft"}), r"column 'hovercraft'"),
 ]
 
 

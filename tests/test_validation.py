@@ -310,9 +310,9 @@ def test_label_end_before_start_fails(clean: Path, params: Params) -> None:
     assert_fails_for(result, "label_order", device=device, row="labels.parquet row 3")
 
 
-@pytest.mark.parametrize("appliance", ["toaster", "microwave"])
+@pytest.mark.parametrize("appliance", ["hovercraft", "microwave"])
 def test_unknown_label_appliance_fails(clean: Path, params: Params, appliance: str) -> None:
-    """ "toaster" is outside the vocabulary; "microwave" is in it but not in the device's inventory."""
+    """ "hovercraft" is outside the vocabulary; "microwave" is in it but not in the device's inventory."""
 
     def rename(df: pd.DataFrame) -> pd.DataFrame:
         df.loc[5, "appliance"] = appliance

@@ -272,12 +272,14 @@ def run_one(
     report = evaluate_bundle(bundle, mix, devices=list(fold.test))
     eval_s = time.perf_counter() - t
     names = list(bundle.appliances)
+    headline = _per_appliance(report, names)
+    served = report["rule"] == "served"  # an offline (midpoint) model has only offline figures
     run = RunResult(
         model,
         fold.house,
         seed,
-        _per_appliance(report, names),
-        _per_appliance(report["offline"], names) if "offline" in report else {},
+        headline if served else {},
+        (_per_appliance(report["offline"], names) if "offline" in report else {}) if served else headline,
         report["rule"],
         train_s,
         eval_s,
@@ -567,8 +569,8 @@ def format_table(summary: dict[str, Any], pp: ProtocolParams) -> str:
     for model, s in summary.items():
         folds = list(s["folds"])
         for rule in ("served", "offline"):
-            if not any(s["folds"][f][rule]["mean"]["f1"]["seeds"] for f in folds):
-                continue
+            if all(math.isnan(v) for f in folds for v in s["folds"][f][rule]["mean"]["mae_w"]["seeds"]):
+                continue  # no figures under this rule (an offline model is never served)
             lines.append(f"\n{model}, {rule} (F1 / MAE W, mean ± std over seeds):\n")
             head = [f"{f}{' (cross)' if s['folds'][f]['kind'] == 'cross_dataset' else ''}" for f in folds]
             lines.append("| appliance | " + " | ".join(head) + " |")
@@ -654,7 +656,7 @@ def run_protocol(
                     parent_run_id=parent, use_mlflow=use_mlflow, extra=extra,
                 )  # fmt: skip
                 run.signature = signature
-                if pp.adapt is not None:
+                if pp.adapt is not None and run.served:  # the curve is of what a real-time model serves
                     bundle_dir = work / "folds" / fold.house / "models" / f"{model}-seed{seed}"
                     run.adapt = adapt_one(params_path, work, mix, fold, run, bundle_dir, pp=pp, extra=extra)
                     if run.run_id is not None:
