@@ -44,6 +44,13 @@ START = pd.Timestamp("2026-01-05T00:00:00Z")
         ("dryer", "tumble_dryer"),
         ("tumble_dryer", "tumble_dryer"),
         ("desktop_computer", "consumer_electronics"),
+        ("hifi", "consumer_electronics"),
+        ("router", "consumer_electronics"),
+        ("upright_freezer", "freezer"),
+        ("television_site", "tv"),
+        ("toaster", "toaster"),
+        ("lamp", "lighting"),
+        ("lights", "lighting"),
         # REFIT-NILM / UK-DALE / REDD
         ("WashingMachine", "washing_machine"),
         ("dish washer", "dishwasher"),

@@ -27,7 +27,7 @@ On/off status per appliance, by source preference sub-meter > annotator > model:
 
 Every target (power and status) is also invalid where the aggregate is invalid, and where the sub-meter
 glitched: above ``GLITCH_FACTOR`` x the appliance's ``max_w`` (32,768 W on a fridge plug, 49,150 W on a
-washing machine's, as in the public REFIT/UK-DALE files), in training, evaluation and label push alike.
+washing machine's, as in the public REFIT 8 s files), in training, evaluation and label push alike.
 """
 
 from __future__ import annotations
