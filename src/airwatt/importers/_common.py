@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,9 +235,9 @@ def appliance_columns(header: Sequence[str], skip: Sequence[str], path: Path) ->
     return {c: name for c, name in names.items() if name is not None}
 
 
-def skipped_columns(header: Sequence[str], skip: Sequence[str], path: Path) -> list[str]:
-    """The columns appliance_columns leaves out (loads outside the vocabulary), for the provenance."""
-    kept = appliance_columns(header, skip, path)
+def skipped_columns(header: Sequence[str], skip: Sequence[str], kept: Mapping[str, str]) -> list[str]:
+    """The columns appliance_columns left out (``kept``: its result): loads outside the vocabulary, for the
+    provenance."""
     skip_lower = {s.lower() for s in skip}
     return [c for c in header if c.lower() not in skip_lower and c not in kept]
 

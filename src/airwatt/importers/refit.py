@@ -138,8 +138,9 @@ def _source(house: int, files: list[Path], form: str) -> HouseSource:
     for path in files:
         header = header_of(path, compression=compression_of(path))
         skip = [find_column(header, time_col, path), find_column(header, agg_col, path)]
-        names += appliance_columns(header, skip, path).values()
-        skipped.update(skipped_columns(header, skip, path))
+        kept = appliance_columns(header, skip, path)
+        names += kept.values()
+        skipped.update(skipped_columns(header, skip, kept))
     return HouseSource(
         kind="refit",
         form=form,

@@ -213,12 +213,13 @@ def model_appliances(ds: Dataset, chosen: list[str]) -> list[str]:
 
 def included_devices(ds: Dataset, exclude: list[str]) -> list[DeviceInfo]:
     """The dataset's devices less ``exclude`` (prepare.exclude_devices); ConfigError for an unknown one."""
-    unknown = sorted(set(exclude) - set(ds.device_ids))
+    excluded = set(exclude)
+    unknown = sorted(excluded - set(ds.device_ids))
     if unknown:
         raise ConfigError(
             f"prepare: exclude_devices {unknown} are not in the dataset (it has {ds.device_ids})"
         )
-    return [d for d in ds.manifest.devices if d.device_id not in set(exclude)]
+    return [d for d in ds.manifest.devices if d.device_id not in excluded]
 
 
 def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:

@@ -116,6 +116,7 @@ class AugmentedWindows(Dataset[WindowSample]):
         self._mean_w = float(base.stats["aggregate"]["mean_w"])
         self._std_w = float(base.stats["aggregate"]["std_w"])
         self._with_bank = [j for j, acts in enumerate(bank.activations) if acts]
+        self._devices = [np.array([x.device for x in acts], dtype=object) for acts in bank.activations]
 
     def __len__(self) -> int:
         return len(self.base)
@@ -188,8 +189,9 @@ class AugmentedWindows(Dataset[WindowSample]):
     ) -> None:
         device = self.base.locate(i)[0]
         j = int(rng.choice(self._with_bank))
-        acts = [x for x in self.bank.activations[j] if x.device != device] or self.bank.activations[j]
-        act = acts[int(rng.integers(len(acts)))]
+        others = np.flatnonzero(self._devices[j] != device)  # another device's, unless only its own exist
+        pick = others if len(others) else np.arange(len(self._devices[j]))
+        act = self.bank.activations[j][int(pick[rng.integers(len(pick))])]
         n, w = len(act.power_w), len(watts)
         offset = int(rng.integers(-(n - 1), w))  # the activation's first slot, relative to the window's
         lo, hi = max(0, offset), min(w, offset + n)

@@ -299,7 +299,6 @@ def train(
     """
     data_dir = Path(data_dir)
     cfg, arch_kwargs = resolve(params.train, model_name)
-    assert cfg.window_length is not None and cfg.target is not None
     L.seed_everything(cfg.seed, workers=True)
     data_version = tracking.dataset_version(data_dir)
     initial = finetune.load_initial(cfg.init_from) if cfg.init_from else None
