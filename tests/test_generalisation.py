@@ -322,12 +322,29 @@ def augmentable(tmp_path: Path) -> Path:
     return tmp_path / "p"
 
 
-def _augmented(prepared: Path, add: float, remove: float, seed: int = 5):
+def _augmented(
+    prepared: Path,
+    add: float,
+    remove: float,
+    seed: int = 5,
+    distract: float = 0.0,
+    jitter: float = 0.0,
+    targets: int = 1,
+):
     from airwatt.training.augment import ActivationBank, AugmentedWindows
 
-    base = WindowDataset(prepared, "train", window_length=256, stride=13, target="last")
+    base = WindowDataset(prepared, "train", window_length=256, stride=13, target="last", targets=targets)
     bank = ActivationBank.from_split(base, pad_slots=12, max_slots=2000, max_per_appliance=50, seed=seed)
-    return base, bank, AugmentedWindows(base, bank, add_ratio=add, remove_ratio=remove, seed=seed)
+    aug = AugmentedWindows(
+        base,
+        bank,
+        add_ratio=add,
+        remove_ratio=remove,
+        seed=seed,
+        distract_ratio=distract,
+        scale_jitter=jitter,
+    )
+    return base, bank, aug
 
 
 def test_the_activation_bank_comes_from_training_devices_only(augmentable: Path) -> None:
@@ -340,11 +357,13 @@ def test_the_activation_bank_comes_from_training_devices_only(augmentable: Path)
     assert fridge.power_w[fridge.on].min() == 100.0 and not fridge.on[:5].any()  # padded with its context
 
 
-@pytest.mark.parametrize(("add", "remove"), [(1.0, 0.0), (0.0, 1.0), (0.7, 0.5)])
+@pytest.mark.parametrize(
+    ("add", "remove", "jitter"), [(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.7, 0.5, 0.0), (1.0, 0.0, 0.4)]
+)
 def test_augmented_targets_stay_consistent_with_the_aggregate(
-    augmentable: Path, add: float, remove: float
+    augmentable: Path, add: float, remove: float, jitter: float
 ) -> None:
-    base, _, aug = _augmented(augmentable, add, remove)
+    base, _, aug = _augmented(augmentable, add, remove, jitter=jitter)
     stats = base.stats["aggregate"]
     changed = 0
     for i in range(len(aug)):
@@ -356,8 +375,74 @@ def test_augmented_targets_stay_consistent_with_the_aggregate(
         assert (s.status.numpy()[on] == 1).all() or remove > 0 or not on.any()
         changed += not torch.equal(s.aggregate, b.aggregate)
     assert changed > 0.3 * len(aug)
-    again = _augmented(augmentable, add, remove)[2]
+    again = _augmented(augmentable, add, remove, jitter=jitter)[2]
     assert all(torch.equal(aug[i].aggregate, again[i].aggregate) for i in range(0, len(aug), 7))  # seeded
+
+
+@pytest.fixture
+def with_distractors(tmp_path: Path) -> Path:
+    """Four devices with a fridge, a kettle and a microwave; the model's appliances are the fridge and the
+    microwave, so the kettle is a distractor."""
+    data = write_set(
+        tmp_path / "d", "d", {f"h{i}": ["fridge", "kettle", "microwave"] for i in range(4)}, hours=6
+    )
+    overrides = {
+        "prepare.val_devices": ["h2"],
+        "prepare.test_devices": ["h3"],
+        "prepare.appliances": ["fridge", "microwave"],
+    }
+    prepare(data, params(**overrides), tmp_path / "p")
+    return tmp_path / "p"
+
+
+def test_prepare_cuts_distractors_from_training_devices_only(with_distractors: Path) -> None:
+    from airwatt.prepare.activations import DISTRACTORS, read_activations
+
+    names, acts = read_activations(with_distractors / "train" / DISTRACTORS)
+    assert names == ["kettle"]  # the dataset's loads that are not the model's
+    assert sorted(a.device for a in acts) == ["h0", "h1"]  # never h2 (validation) or h3 (test)
+    kettle = acts[0]
+    assert kettle.power_w[kettle.on].min() == 2200.0 and kettle.on.sum() == 35  # 175 s at 5 s (> 3600 s)
+    assert not (with_distractors / "val" / DISTRACTORS).exists()
+    assert not (with_distractors / "test" / DISTRACTORS).exists()
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.3])
+def test_distractors_change_the_aggregate_and_never_the_targets(
+    with_distractors: Path, jitter: float
+) -> None:
+    base, bank, aug = _augmented(with_distractors, 0.0, 0.0, distract=1.0, jitter=jitter)
+    assert bank.distractor_sizes == {"kettle": 2}
+    stats = base.stats["aggregate"]
+    changed = 0
+    for i in range(len(aug)):
+        s, b = aug[i], base[i]
+        assert torch.equal(s.power_w, b.power_w) and torch.equal(s.status, b.status)  # targets as they were
+        added = (s.aggregate - b.aggregate).numpy() * stats["std_w"]
+        assert added.min() > -0.01
+        if added.max() > 1:
+            changed += 1
+            kettle = added[added > 1]
+            lo, hi = 2200 * np.exp(-jitter), 2200 * np.exp(jitter)
+            assert kettle.min() >= lo - 0.5 and kettle.max() <= hi + 0.5
+            assert np.ptp(kettle) < 0.5  # one activation, one scale
+    assert changed > 0.1 * len(aug)
+
+
+@pytest.mark.parametrize(("add", "remove"), [(1.0, 0.0), (0.0, 1.0)])
+def test_augmented_chunks_keep_every_target_consistent_with_the_aggregate(
+    augmentable: Path, add: float, remove: float
+) -> None:
+    base, _, aug = _augmented(augmentable, add, remove, jitter=0.3, targets=64)
+    stats = base.stats["aggregate"]
+    changed = 0
+    for i in range(len(aug)):
+        s, b = aug[i], base[i]
+        base_w = 100.0 * (int(base.locate(i)[0][1:]) + 1)
+        agg_w = s.aggregate[-64:].numpy() * stats["std_w"] + stats["mean_w"]  # (64,) at the target slots
+        np.testing.assert_allclose(agg_w - base_w, s.power_w.sum(dim=1).numpy(), atol=0.05)
+        changed += not torch.equal(s.power_w, b.power_w)
+    assert changed > 0.2 * len(aug)
 
 
 def test_removal_zeroes_one_load_and_its_targets(augmentable: Path) -> None:

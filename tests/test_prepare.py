@@ -293,3 +293,32 @@ def test_time_split_refuses_explicit_device_lists_and_too_short_train(tmp_path: 
     with pytest.raises(ConfigError, match="house-a"):
         prepare(data, bad, tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_chunks_hold_the_targets_of_the_windows_ending_in_them(prepared: Path) -> None:
+    split = json.loads((prepared / "split.json").read_text())
+    where = next(s for s in ("train", "val", "test") if "d2" in split[s])  # d2 has a 12 min gap
+    w, n = 120, 50
+    windows = WindowDataset(prepared, where, window_length=w, target="last", max_invalid_fraction=0.1)
+    chunks = WindowDataset(
+        prepared, where, window_length=w, target="last", stride=37, max_invalid_fraction=0.1, targets=n
+    )
+    window_at = {int(s): k for k, s in enumerate(windows.starts)}
+    counted = masked = 0
+    for i in range(len(chunks)):
+        c = chunks[i]
+        assert c.aggregate.shape == (w + n - 1,) and c.power_w.shape == (n, len(APPS))
+        for r in range(n):  # target r ends the window starting r slots into the chunk
+            k = window_at.get(int(chunks.starts[i]) + r)
+            if k is None:  # no usable window ends there (the gap): the target does not count
+                assert float(c.power_valid[r].sum() + c.status_valid[r].sum()) == 0.0
+                masked += 1
+                continue
+            win = windows[k]
+            torch.testing.assert_close(c.aggregate[r : r + w], win.aggregate)
+            for got, want in zip(c[1:], win[1:], strict=True):
+                torch.testing.assert_close(got[r], want)
+            counted += 1
+    assert counted > 1000 and masked > 0
+    with pytest.raises(ConfigError, match="need target 'last'"):
+        WindowDataset(prepared, where, window_length=w, target="midpoint", targets=n)

@@ -130,6 +130,53 @@ def test_power_loss_skips_appliances_never_on_in_training(prepared: Path, tmp_pa
     assert float(skip_first._loss(out, batch)["loss_power"]) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_chunk_trains_the_same_targets_as_its_windows(prepared: Path, tmp_path: Path) -> None:
+    """A causal model's one pass over a chunk gives, at each target, what its window gives alone: the loss
+    of a chunk batch is the loss of the same targets as a batch of windows."""
+    import torch
+
+    from airwatt.models import build_model, spec_from_prepared
+    from airwatt.prepare.windows import WindowDataset
+    from airwatt.training.module import DisaggregationModule
+
+    cfg, kw = resolve(tiny_params(tmp_path).train, "causal")
+    cfg = cfg.model_copy(update={"window_length": 64})
+    spec = spec_from_prepared(
+        prepared, "causal", kw, 64, "last", max_invalid_fraction=cfg.max_invalid_fraction
+    )
+    module = DisaggregationModule(build_model(spec), spec, cfg).eval()
+    chunks = WindowDataset(prepared, "train", window_length=64, target="last", stride=97, targets=16)
+    windows = WindowDataset(prepared, "train", window_length=64, target="last")
+    at = {int(s): k for k, s in enumerate(windows.starts)}
+    picked = [i for i in range(len(chunks)) if all(int(chunks.starts[i]) + r in at for r in range(16))][:4]
+    chunk_batch = torch.utils.data.default_collate([chunks[i] for i in picked])
+    window_batch = torch.utils.data.default_collate(
+        [windows[at[int(chunks.starts[i]) + r]] for i in picked for r in range(16)]
+    )
+    with torch.no_grad():
+        out_c, flat = module.outputs(chunk_batch)
+        out_w, _ = module.outputs(window_batch)
+        torch.testing.assert_close(out_c.power, out_w.power, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(flat.power_w, window_batch.power_w)
+        loss_c, loss_w = module._loss(out_c, flat)["loss"], module._loss(out_w, window_batch)["loss"]
+    assert float(loss_c) == pytest.approx(float(loss_w), rel=1e-4)
+
+
+def test_training_on_chunks_writes_a_bundle_and_needs_a_sequence_model(
+    prepared: Path, tmp_path: Path
+) -> None:
+    p = tiny_params(tmp_path, model="causal", sequence_targets=256, batch_size=4)
+    result = run_train(p, prepared, tmp_path / "chunks", use_mlflow=False)
+    assert result.global_step == 3
+    bundle = ModelBundle.load(result.bundle_dir)
+    assert bundle.predict_series(np.full(600, 300.0, np.float32)).power_w.shape == (
+        600,
+        len(bundle.appliances),
+    )
+    with pytest.raises(ConfigError, match="sequence_targets 256 needs a real-time model"):
+        run_train(tiny_params(tmp_path, model="seq2point", sequence_targets=256), prepared, tmp_path / "s")
+
+
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_its_last_checkpoint(
     prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

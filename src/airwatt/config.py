@@ -94,12 +94,18 @@ class AugmentParams(_Section):
     remove_ratio: float = Field(
         0.0, ge=0, le=1, description="share of windows with one sub-metered load removed"
     )
+    distract_ratio: float = Field(
+        0.0, ge=0, le=1, description="share of windows given another load's activation (targets unchanged)"
+    )
+    scale_jitter: float = Field(
+        0.0, ge=0, le=1, description="added activations' watts scaled by exp(U(-this, this))"
+    )
     max_per_appliance: int = Field(2000, gt=0, description="activations kept per appliance (seeded spread)")
     max_s: float = Field(10800, gt=0, description="longest activation kept, seconds")
 
     @property
     def enabled(self) -> bool:
-        return self.add_ratio > 0 or self.remove_ratio > 0
+        return self.add_ratio > 0 or self.remove_ratio > 0 or self.distract_ratio > 0
 
 
 class DecisionTuningParams(_Section):
@@ -126,11 +132,17 @@ class TrainParams(_Section):
     model: str = Field(description="architecture name in airwatt.models.MODEL_NAMES")
     window_length: int | None = Field(gt=0, description="readings per window; null: the model's default")
     target: TargetPos | None = Field(description="predicted slot; null: the model's default_target")
-    stride: int = Field(gt=0, description="slots between training window starts")
+    stride: int = Field(gt=0, description="slots between training window (or chunk) starts")
+    sequence_targets: int = Field(
+        1, gt=0, description="targets per training item: 1 a window; S > 1 a chunk of S (real-time models)"
+    )
     val_stride: int = Field(gt=0, description="slots between validation window starts")
     max_invalid_fraction: float = Field(ge=0, le=1, description="invalid slots allowed in a window")
     batch_size: int = Field(gt=0)
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, description="learning rate (the peak of one_cycle)")
+    lr_schedule: Literal["constant", "one_cycle"] = Field(
+        "constant", description="constant, or torch's OneCycleLR over the run's optimizer steps"
+    )
     weight_decay: float = Field(ge=0)
     power_loss_weight: float = Field(ge=0, description="weight of the masked MSE on normalised power")
     onoff_loss_weight: float = Field(ge=0, description="weight of the masked BCE on on/off logits")

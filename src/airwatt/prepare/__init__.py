@@ -15,6 +15,8 @@ Output directory (replaced atomically)::
         power_valid.npy   (N, A) bool
         status.npy        (N, A) bool on/off
         status_valid.npy  (N, A) bool
+    train/distractors.npz the activations of the training devices' sub-metered loads that are not the
+                      model's appliances (airwatt.prepare.activations), when there are any
 
 N is the sum of the split's devices' grid lengths (devices concatenated in device-id order), A the number of
 appliances of the dataset's manifest. Load with ``np.load(path, mmap_mode="r")`` or use WindowDataset
@@ -37,7 +39,15 @@ from airwatt.config import Params
 from airwatt.dataset import Dataset, DeviceInfo
 from airwatt.dataset.combine import device_sources
 from airwatt.errors import ConfigError
-from airwatt.prepare.grid import grid_device, grid_span
+from airwatt.prepare.activations import (
+    DISTRACTORS,
+    MAX_CUT_S,
+    PAD_S,
+    Activation,
+    cut_activations,
+    write_activations,
+)
+from airwatt.prepare.grid import DeviceGrid, grid_device, grid_span
 from airwatt.prepare.normalize import fit_norm_stats
 from airwatt.prepare.split import SPLITS, TimeRanges, explicit_split, split_devices, time_split
 from airwatt.timeutil import to_epoch_ms
@@ -138,6 +148,8 @@ def write_split(
     arrays = _open_arrays(split_dir, total, len(appliances))
     devices, offset, readings = [], 0, 0
     source_of = device_sources(ds.manifest)
+    others = [a for a in ds.appliances if a not in appliances] if split == "train" else []
+    distractors: list[Activation] = []
     for dev in tqdm(list(spans), desc=f"prepare {split}", unit="device", disable=None):
         start, end = (_ts(t) for t in ranges[dev]) if ranges is not None else (None, None)
         r = ds.readings([dev], start, end, columns=["timestamp", "power_w"])
@@ -152,6 +164,11 @@ def write_split(
             max_fill_s=params.prepare.max_fill_s,
         )
         assert (g.start_ms, len(g)) == spans[dev], f"grid of {dev} changed between passes"
+        if others and gt is not None:
+            kept = [a for a in others if a in gt.columns and gt[a].notna().any()]
+            fill_s = params.prepare.max_fill_s
+            other = grid_device(r, gt, None, kept, interval_s=interval_s, max_fill_s=fill_s)
+            distractors += _activations(other, kept, others, dev, interval_s)
         for name in ARRAYS:
             arrays[name][offset : offset + len(g)] = getattr(g, name)
         devices.append(
@@ -175,6 +192,8 @@ def write_split(
         if isinstance(arr, np.memmap):
             arr.flush()
     del arrays
+    if distractors:
+        write_activations(split_dir / DISTRACTORS, others, distractors)
     index = {
         "split": split,
         "interval_s": interval_s,
@@ -186,6 +205,24 @@ def write_split(
     }
     (split_dir / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     return index
+
+
+def _activations(
+    g: DeviceGrid, columns: list[str], names: list[str], device: str, interval_s: float
+) -> list[Activation]:
+    """Every activation of the gridded ``columns`` of one device (``Activation.appliance``: in ``names``)."""
+    out = []
+    for j, name in enumerate(columns):
+        cuts = cut_activations(
+            g.power_w[:, j],
+            g.status[:, j],
+            g.power_valid[:, j],
+            pad_slots=round(PAD_S / interval_s),
+            max_slots=round(MAX_CUT_S / interval_s),
+        )
+        for power_w, on in cuts:
+            out.append(Activation(names.index(name), device, power_w, on))
+    return out
 
 
 def _summary(indexes: dict[str, dict]) -> dict[str, Any]:

@@ -23,14 +23,15 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from airwatt.config import AugmentParams
 from airwatt.errors import ConfigError, DataError
 from airwatt.models.base import TargetPosition
+from airwatt.prepare.activations import PAD_S
 from airwatt.prepare.windows import WindowDataset
 from airwatt.training.augment import ActivationBank, AugmentedWindows
 
-PAD_S = 60.0  # context kept either side of an activation cut for augmentation
-
 
 class WindowDataModule(L.LightningDataModule):
-    """Train (shuffled, every ``stride`` slots) and validation (every ``val_stride`` slots) windows."""
+    """Train (shuffled, every ``stride`` slots) and validation (every ``val_stride`` slots) windows; with
+    ``targets`` S > 1, chunks of S targets each (airwatt.prepare.windows), the validation chunks S slots
+    apart (every validation target once)."""
 
     def __init__(
         self,
@@ -48,8 +49,10 @@ class WindowDataModule(L.LightningDataModule):
         seed: int = 0,
         augment: AugmentParams | None = None,
         aggregate_norm: tuple[float, float] | None = None,
+        targets: int = 1,
     ) -> None:
         super().__init__()
+        self.targets = targets
         self.prepared_dir = Path(prepared_dir)
         self.window_length = window_length
         self.target: TargetPosition = target
@@ -77,10 +80,12 @@ class WindowDataModule(L.LightningDataModule):
             stride=stride,
             max_invalid_fraction=self.max_invalid_fraction,
             aggregate_norm=self.aggregate_norm,
+            targets=self.targets,
         )
         if len(ds) == 0:
             raise DataError(
-                f"no usable {self.window_length}-reading windows in split {split!r} "
+                f"no usable {self.window_length}-reading windows"
+                f"{f' (chunks of {self.targets} targets)' if self.targets > 1 else ''} in split {split!r} "
                 f"({len(ds.index['devices'])} devices; max_invalid_fraction {self.max_invalid_fraction})",
                 file=self.prepared_dir / split,
             )
@@ -91,7 +96,7 @@ class WindowDataModule(L.LightningDataModule):
             windows = self.windows("train", self.stride)
             self.train_set = self._augmented(windows) if self.augment and self.augment.enabled else windows
         if stage in ("fit", "validate") and self.val_set is None:
-            self.val_set = self.windows("val", self.val_stride)
+            self.val_set = self.windows("val", self.val_stride if self.targets == 1 else self.targets)
 
     def _augmented(self, windows: WindowDataset) -> AugmentedWindows:
         """The training windows with activation augmentation (airwatt.training.augment); its bank comes from
@@ -111,6 +116,8 @@ class WindowDataModule(L.LightningDataModule):
             add_ratio=self.augment.add_ratio,
             remove_ratio=self.augment.remove_ratio,
             seed=self.seed,
+            distract_ratio=self.augment.distract_ratio,
+            scale_jitter=self.augment.scale_jitter,
         )
 
     def mix(self) -> dict[str, dict[str, float]]:

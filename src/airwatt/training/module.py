@@ -11,7 +11,8 @@ defined) come from airwatt.metrics.DisaggregationMetrics on the predictions the 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -64,6 +65,21 @@ class DisaggregationModule(L.LightningModule):
     def forward(self, aggregate: torch.Tensor) -> ModelOutput:
         return self.model(aggregate)  # (B, W) -> (B, A) power, (B, A) logits | None
 
+    def outputs(self, batch: WindowSample) -> tuple[ModelOutput, WindowSample]:
+        """The model's outputs at the batch's targets, and the batch, both flat: (N, A) each.
+
+        A batch of windows (targets (B, A)) goes through ``forward``; a batch of chunks (targets (B, S, A),
+        airwatt.prepare.windows) through the model's ``forward_sequence``, one pass giving every position,
+        of which the last S are the targets, each with a whole window of history (N = B x S)."""
+        if batch.power_w.dim() == 2:
+            return self(batch.aggregate), batch
+        s = batch.power_w.shape[1]
+        sequence = cast(Callable[[torch.Tensor], ModelOutput], self.model.forward_sequence)
+        out = sequence(batch.aggregate)  # (B, W + S - 1) -> (B, W + S - 1, A) each
+        logits = None if out.on_logits is None else out.on_logits[:, -s:].flatten(0, 1)
+        flat = WindowSample(batch.aggregate, *(t.flatten(0, 1) for t in batch[1:]))
+        return ModelOutput(out.power[:, -s:].flatten(0, 1), logits), flat
+
     # ------------------------------------------------------------------------------------------- the step
     def _loss(self, out: ModelOutput, batch: WindowSample) -> dict[str, torch.Tensor]:
         target = (batch.power_w - self.power_mean_w) / self.power_std_w  # (B, A) normalised
@@ -81,9 +97,9 @@ class DisaggregationModule(L.LightningModule):
         return power_w, prob_on >= ON_PROBABILITY_THRESHOLD
 
     def _step(self, batch: WindowSample, stage: str) -> torch.Tensor:
-        out = self(batch.aggregate)
+        out, batch = self.outputs(batch)
         losses = self._loss(out, batch)
-        n = batch.aggregate.shape[0]
+        n = batch.power_w.shape[0]
         train = stage == "train"
         for name, value in losses.items():
             self.log(
@@ -125,7 +141,16 @@ class DisaggregationModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        optimizer = torch.optim.AdamW(trainable, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        if self.cfg.lr_schedule == "constant":
+            return optimizer
+        # one_cycle: warm up to lr over the first 10 % of the run's steps, then anneal to ~0, so the last
+        # checkpoint is a settled one (a constant rate leaves val/loss jumping between validations)
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=self.cfg.lr, total_steps=max(2, total), pct_start=0.1
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_train_epoch_start(self) -> None:
         """Submodules without a trainable weight (fine-tuning the heads only) stay in eval mode: their

@@ -35,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from airwatt import tracking
 from airwatt.atomic import write_json_atomic
 from airwatt.config import Params, TrainParams
+from airwatt.errors import ConfigError
 from airwatt.models import (
     ModelBundle,
     ModelSpec,
@@ -342,6 +343,7 @@ def train(
         seed=cfg.seed,
         augment=cfg.augment,
         aggregate_norm=None if initial is None else (spec.norm.aggregate_mean_w, spec.norm.aggregate_std_w),
+        targets=sequence_targets(cfg, model),
     )
     logger = (
         None
@@ -358,8 +360,9 @@ def train(
         log.info("training mix: %s", json.dumps(mix))
         if dm.bank is not None:
             log.info(
-                "augmentation: activations per appliance %s from %d training devices",
+                "augmentation: activations per appliance %s, distractors %s, from %d training devices",
                 dm.bank.sizes,
+                dm.bank.distractor_sizes,
                 len(dm.bank.devices),
             )
         if run_id is not None:
@@ -487,6 +490,20 @@ def power_learnable(data_dir: Path, spec: ModelSpec) -> list[bool]:
     if skipped:
         log.warning("never on in the training data, left out of the power loss: %s", ", ".join(skipped))
     return learnable
+
+
+def sequence_targets(cfg: TrainParams, model: torch.nn.Module) -> int:
+    """train.sequence_targets, checked: chunks need a model whose one pass over a series equals its
+    window-by-window outputs (``sequence_exact``: the causal model with a power-of-two window)."""
+    if cfg.sequence_targets == 1:
+        return 1
+    if not getattr(model, "sequence_exact", False):
+        raise ConfigError(
+            f"train.sequence_targets {cfg.sequence_targets} needs a real-time model with an exact sequence "
+            f"form (causal with a power-of-two window); {cfg.model} with window {cfg.window_length} has "
+            "none: set it to 1"
+        )
+    return cfg.sequence_targets
 
 
 def decision_grid(cfg: TrainParams) -> DecisionGrid:
