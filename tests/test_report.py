@@ -346,3 +346,16 @@ def test_clock_times_survive_a_params_rewrite_that_drops_quotes(tmp_path: Path) 
     p = load_params(tmp_path / "params.yaml")
     periods = p.report.tariff.periods  # type: ignore[union-attr]
     assert [(x.start, x.end) for x in periods] == [("18:00", "22:00"), ("22:00", "06:00")]
+
+
+def test_page_folders_are_safe_distinct_names() -> None:
+    from airwatt.report.run import page_folder
+
+    ids = ["sim-0003", "..", ".", "", "a/b", "a_b", "A_B", "a\\b", "x" * 300, "café", ".hidden", "a b"]
+    folders = [page_folder(i) for i in ids]
+    assert folders[0] == "sim-0003" and page_folder("a_b") == "a_b"
+    assert len({f.lower() for f in folders}) == len(ids)
+    for f in folders:
+        assert f not in ("", ".", "..") and not f.startswith(".") and "/" not in f and "\\" not in f
+        assert len(f) <= 100
+    assert page_folder("a/b") == page_folder("a/b")  # stable across runs

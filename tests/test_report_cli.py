@@ -82,3 +82,35 @@ def test_cli_month_period_and_refusals(
     assert (precious / "notes.txt").read_text() == "keep me"
     result = run_report(data, trained_bundle, out, "--devices", "nope")
     assert result.exit_code != 0 and "not in the dataset" in str(result.exception)  # type: ignore[attr-defined]
+
+
+def test_device_ids_never_leave_the_pages_folder_or_share_a_folder(
+    trained_bundle: Path, tmp_path: Path
+) -> None:
+    """Ids that are paths or differ only by case or by '/' vs '_' each get their own page inside devices/."""
+    from conftest import square_wave_device
+
+    from airwatt.dataset import DatasetWriter, DeviceInfo
+
+    ids = ["..", "a/b", "a_b", "A_B", "../../escape", "sim-0001"]
+    data = tmp_path / "odd-ids"
+    start = pd.Timestamp("2026-01-05T00:00:00Z")
+    with DatasetWriter(
+        data, name="odd", appliances=["fridge", "kettle"], start=start, end=start + pd.Timedelta(hours=24)
+    ) as w:
+        for i, dev in enumerate(ids):
+            readings, _ = square_wave_device(dev, base_w=80.0 + i)  # a different base load per device
+            w.add_device(DeviceInfo(device_id=dev, appliances=["fridge", "kettle"]), readings)
+    out = tmp_path / "work" / "reports"
+    result = run_report(data, trained_bundle, out, "--period", "week")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    summary = json.loads((out / "report.json").read_text())
+    pages = {dev: (out / summary["devices"][dev]["page"]).resolve() for dev in ids}
+    assert len(set(pages.values())) == len(ids)  # one page per device
+    assert len({p.parent.name.lower() for p in pages.values()}) == len(ids)  # also on a case-blind disk
+    for dev, page in pages.items():
+        assert page.parent.parent == (out / "devices").resolve(), dev
+        assert f"Energy report: {dev}" in page.read_text(), dev
+    assert (out / "devices" / "sim-0001" / "report.html").is_file()  # plain ids keep their name
+    assert not (out / "report.html").exists() and not (out / "daily_energy.png").exists()
+    assert list((tmp_path / "work").iterdir()) == [out]  # nothing written beside the report folder

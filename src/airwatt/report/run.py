@@ -11,13 +11,16 @@ report (airwatt.report.core) and write, atomically, one output directory::
     appliance_periods.parquet   device x period x appliance
     events.parquet              device, kind, appliance, day, start, end, value, threshold, unit, message
     gaps.parquet                device, start, end, duration_s: runs of slots without a reading
-    devices/<device>/           daily_energy.png, share.png, on_hours.png, report.html (self-contained)
+    devices/<folder>/           daily_energy.png, share.png, on_hours.png, report.html (self-contained);
+                                <folder> is the device id, or a slug + hash for ids unsafe as a name
+                                (page_folder); report.json names each device's page
 
 Memory is bounded by one device at a time: a device-month at 5 s is 518,400 slots.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -168,9 +171,21 @@ class TableWriter:
                     )
 
 
-def safe_name(device_id: str) -> str:
-    """A device id as a directory name."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", device_id) or "_"
+_PLAIN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+
+
+def page_folder(device_id: str) -> str:
+    """A device's page folder under ``devices/``: one folder per device id, always inside ``devices/``.
+
+    An id that is already a safe, lower-case name (``sim-0003``) is used as it is. Any other id (``..``,
+    ``a/b``, upper case, spaces, over 100 characters) becomes a readable slug plus ``~`` and 12 hex digits of
+    its sha256: ``a_b~3f2a...``. Plain names never hold ``~``, so the two kinds never collide, and neither
+    does ``a/b`` with ``a_b`` nor ``A`` with ``a`` on a case-insensitive filesystem.
+    """
+    if _PLAIN_ID.fullmatch(device_id):
+        return device_id
+    slug = re.sub(r"[^a-z0-9._-]", "_", device_id.lower())[:64].lstrip(".") or "_"
+    return f"{slug}~{hashlib.sha256(device_id.encode()).hexdigest()[:12]}"
 
 
 def write_device_page(out_dir: Path, report: DeviceReport, meta: dict[str, Any]) -> dict[str, Any]:
@@ -275,8 +290,8 @@ def report_bundle(
             }
             if pages:
                 meta = {"site_type": info.site_type, "model": model_text, "tariff": _tariff_text(params)}
-                entry["view"] = write_device_page(tmp / "devices" / safe_name(dev), report, meta)
-                entry["page"] = f"devices/{safe_name(dev)}/report.html"
+                entry["view"] = write_device_page(tmp / "devices" / page_folder(dev), report, meta)
+                entry["page"] = f"devices/{page_folder(dev)}/report.html"
             per_device[dev] = entry
         if not per_device:
             raise DataError(f"no device to report on among {chosen}", file=ds.root)
