@@ -159,10 +159,12 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     assert run.data.params["data.version"].startswith("sha256:")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
     assert run.data.params["git.commit"] == head.strip()
+    excluded = [f":(exclude){p}" for p in tracking.pipeline_outputs(Path.cwd())]
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    assert run.data.params["git.dirty"] == str(bool(dirty)).lower()  # untracked files do not count
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert run.data.params["git.dirty"] == str(bool(dirty)).lower()  # pipeline outputs do not count
     assert run.data.tags["mlflow.source.git.commit"] == run.data.params["git.commit"]
     val_loss = client.get_metric_history(first.run_id, "val/loss")
     assert len(val_loss) == 2  # one per epoch
@@ -242,11 +244,91 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
 def test_a_model_uri_that_does_not_resolve_names_the_uri_and_the_store(
     store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where a download without dst stages
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("AIRWATT_CACHE_DIR", str(tmp_path / "cache"))  # where a download without dst goes
+    (tmp_path / "tmp").mkdir()
     for uri in (f"models:/{NAME}@champion", "models:/no-such-model/3", "runs:/0123456789abcdef/model"):
         with pytest.raises(ModelLoadError) as e:
             tracking.download_bundle(uri)
         assert uri in str(e.value) and store in str(e.value)
-    assert list(tmp_path.glob("airwatt-bundle-*")) == []  # nothing half-downloaded left behind
+    # nothing half-downloaded left behind
+    assert list((tmp_path / "tmp").iterdir()) == [] and list((tmp_path / "cache" / "bundles").iterdir()) == []
     with pytest.raises(ModelLoadError, match="not an MLflow model URI"):
         tracking.download_bundle("champion")
+
+
+# ------------------------------------------------------------------------------------ lineage (fast)
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def test_git_dirty_means_source_changed_not_pipeline_outputs(tmp_path: Path) -> None:
+    """A `dvc repro` from a clean clone rewrites dvc.lock and the git-tracked metrics: the run still records a
+    clean tree; an edited source file or params.yaml makes it dirty; untracked files never do."""
+    repo = tmp_path / "clone"
+    (repo / "src").mkdir(parents=True)
+    (repo / "data" / "metrics").mkdir(parents=True)
+    (repo / "reports").mkdir()
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: x\n    outs: [data/model]\n"
+        "    metrics: [{reports/score.json: {cache: false}}]\n"
+    )
+    files = {
+        "src/a.py": "x = 1\n",
+        "params.yaml": "a: 1\n",
+        "dvc.lock": "schema: '2.0'\n",
+        "data/.gitignore": "/model\n",
+        "data/metrics/train.json": "{}\n",
+        "reports/score.json": "{}\n",
+    }
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "-c", "user.email=t@airwatt.local", "-c", "user.name=T", "commit", "-qm", "init")
+    head = _git(repo, "rev-parse", "HEAD").strip()
+    assert tracking.git_state(repo) == {"git_commit": head, "git_dirty": "false"}
+
+    # What the pipeline writes: dvc.lock, data/ (its .gitignore, metrics), outs declared outside data/.
+    for name in ("dvc.lock", "data/.gitignore", "data/metrics/train.json", "reports/score.json"):
+        (repo / name).write_text("rewritten by dvc repro\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    assert tracking.git_state(repo) == {"git_commit": head, "git_dirty": "false"}
+    assert tracking.git_state(repo / "src")["git_dirty"] == "false"  # from a subfolder too
+
+    for name in ("src/a.py", "params.yaml"):
+        (repo / name).write_text("edited\n")
+        assert tracking.git_state(repo) == {"git_commit": head, "git_dirty": "true"}, name
+        _git(repo, "checkout", "--", name)
+    (tmp_path / "no-git").mkdir()
+    assert tracking.git_state(tmp_path / "no-git") == {"git_commit": "unknown", "git_dirty": "unknown"}
+
+
+def test_download_without_a_destination_leaves_one_folder_per_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notebooks call download_bundle(uri) again and again: each call replaces the URI's one cache folder
+    (in AIRWATT_CACHE_DIR) and leaves no temporary folder behind."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("AIRWATT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.json").write_text("{}")
+    (bundle / "weights.safetensors").write_bytes(b"w")
+    c = MlflowClient(store)
+    exp = c.create_experiment("x", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_ids = []
+    for _ in range(2):
+        run = c.create_run(exp)
+        c.log_artifacts(run.info.run_id, str(bundle), "model/artifacts/bundle")
+        run_ids.append(run.info.run_id)
+
+    got = [tracking.download_bundle(f"runs:/{run_ids[0]}/model") for _ in range(3)]
+    got.append(tracking.download_bundle(f"runs:/{run_ids[1]}/model"))
+    assert got[0] == got[1] == got[2] != got[3]
+    assert sorted(p.name for p in got[0].iterdir()) == ["model.json", "weights.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "cache" / "bundles").iterdir()) == sorted({g.name for g in got})
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -88,13 +89,35 @@ def ensure_experiment(name: str, uri: str | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------- what a run records
+def pipeline_outputs(root: Path) -> list[str]:
+    """Paths under ``root`` that `dvc repro` itself rewrites: dvc.lock, data/, and every out, metric and plot
+    dvc.yaml declares (with the .gitignore DVC keeps beside it). A run changing them is not a code change."""
+    paths = {"dvc.lock", "data"}
+    try:
+        stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError):
+        stages = {}
+    for stage in stages.values():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key) or []:
+                for path in [entry] if isinstance(entry, str) else list(entry):
+                    paths |= {str(path).rstrip("/"), (Path(path).parent / ".gitignore").as_posix()}
+    return sorted(p for p in paths if p != ".gitignore")
+
+
 def git_state(cwd: Path | None = None) -> dict[str, str]:
-    """{"git_commit": sha or "unknown", "git_dirty": "true"/"false"/"unknown"} of the checkout at ``cwd``."""
+    """What a run was made from: {"git_commit": sha or "unknown", "git_dirty": "true"/"false"/"unknown"}.
+
+    ``git_dirty`` says whether the project's tracked files differ from that commit, leaving out what the
+    pipeline itself writes (``pipeline_outputs``: dvc.lock, data/, metrics), so a `dvc repro` from a clean
+    clone records "false", and an edited source file or params.yaml "true"; untracked files never count.
+    """
+    root = repo_root(cwd)
 
     def git(*args: str) -> str | None:
         try:
             proc = subprocess.run(
-                ["git", *args], cwd=cwd or Path.cwd(), capture_output=True, text=True, timeout=30, check=False
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=False
             )
         except (OSError, subprocess.TimeoutExpired):
             return None
@@ -103,8 +126,12 @@ def git_state(cwd: Path | None = None) -> dict[str, str]:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": "unknown", "git_dirty": "unknown"}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    excluded = [f":(exclude){p}" for p in pipeline_outputs(root)]
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
     dirty = "unknown" if status is None else str(bool(status.strip())).lower()
+    if status and status.strip():
+        changed = [line[3:] for line in status.splitlines()]
+        log.debug("source differs from commit %s: %s", commit.strip()[:12], ", ".join(changed[:10]))
     return {"git_commit": commit.strip(), "git_dirty": dirty}
 
 
@@ -289,15 +316,36 @@ def predict_frame(bundle: ModelBundle, readings: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------ loading a bundle
+def bundle_cache_dir() -> Path:
+    """Where ``download_bundle`` keeps bundles fetched without a destination: ``$AIRWATT_CACHE_DIR/bundles``,
+    else ``$XDG_CACHE_HOME/airwatt/bundles`` (default ``~/.cache/airwatt/bundles``)."""
+    base = os.environ.get("AIRWATT_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "airwatt"
+    )
+    return Path(base) / "bundles"
+
+
+def bundle_cache_path(model_uri: str, uri: str | None = None) -> Path:
+    """The one cache folder of ``model_uri`` at tracking URI ``uri``: readable name + hash of both."""
+    uri = uri or tracking_uri()
+    slug = re.sub(r"[^A-Za-z0-9@._-]+", "_", model_uri.removeprefix("models:/").removeprefix("runs:/"))
+    key = hashlib.sha256(f"{uri}\n{model_uri}".encode()).hexdigest()[:12]
+    return bundle_cache_dir() / f"{slug[:60]}-{key}"
+
+
 def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
     """Download the model bundle directory of ``model_uri`` and return its local path.
 
     ``model_uri``: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or ``runs:/RUN_ID/model``. Only the
     ``bundle`` artifact (JSON + safetensors) is fetched, never the pyfunc: loading it cannot run code.
-    ``dst`` (replaced) receives the files; by default a new temporary folder does (the caller removes it).
+    ``dst`` (replaced atomically) receives the files; without it, the URI's folder in ``bundle_cache_dir()``
+    does (one folder per model URI and tracking URI, replaced by the next download, so repeated calls leave
+    nothing behind). The staging folder is removed whether the download succeeds or fails.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from airwatt.atomic import atomic_dir
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
@@ -306,8 +354,9 @@ def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
         raise ModelLoadError(
             f"{model_uri}: not an MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model)"
         )
-    staging = Path(tempfile.mkdtemp(prefix="airwatt-bundle-", dir=dst.parent if dst else None))
-    kept = False
+    dst = Path(dst) if dst is not None else bundle_cache_path(model_uri, uri)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".airwatt-bundle-", dir=dst.parent))
     try:
         try:
             got = Path(
@@ -322,18 +371,12 @@ def download_bundle(model_uri: str, dst: Path | None = None) -> Path:
             ) from None
         if not got.is_dir():
             raise ModelLoadError(f"{model_uri}: no '{BUNDLE_ARTIFACT}' artifact at tracking URI {uri}")
-        if dst is None:
-            kept = True  # the caller's from here
-            return got
-        from airwatt.atomic import atomic_dir
-
         with atomic_dir(dst) as tmp:
             for item in got.iterdir():
                 shutil.move(str(item), tmp / item.name)
-        return Path(dst)
+        return dst
     finally:
-        if not kept:  # after a failure too: no empty staging folders left behind
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)  # after a failure too: nothing half-downloaded left
 
 
 # ------------------------------------------------------------------------------------ the champion rule
