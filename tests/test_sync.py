@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from airwatt.config import Params, load_params
@@ -143,18 +144,17 @@ def test_resync_adds_nothing_and_new_exports_add_only_new_rows(export_folder: Pa
     assert table_bytes(out) == second
 
 
-def test_sync_merges_with_previous_out_and_drops_rows_outside_the_window(
-    export_folder: Path, tmp_path: Path
-) -> None:
+def test_resync_takes_devices_and_rows_from_the_source_only(export_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "synced"
     sync(params_for("folder", str(export_folder)), out)
-    # Device b's export and devices.json disappear from the folder: what was synced stays.
+    # Device b's export and devices.json disappear from the folder: b goes; a keeps the metadata it had.
     for f in export_folder.rglob("readings_b.jsonl"):
         f.unlink()
     (export_folder / "devices.json").unlink()
     m = sync(params_for("folder", str(export_folder)), out)
-    assert set(Dataset(out).device_ids) == {"a", "b"}
+    assert set(Dataset(out).device_ids) == {"a"}
     assert m.device("a").site_type == "cafe"
+    assert json.loads((out / "sync_report.json").read_text())["devices"]["gone"] == ["b"]
     # A window that starts 2 h later keeps only the rows inside it.
     later = params_for("folder", str(export_folder), **{"sync.start": "2026-01-05T02:00:00Z"})
     sync(later, out)
@@ -163,6 +163,143 @@ def test_sync_merges_with_previous_out_and_drops_rows_outside_the_window(
     assert set(r["device_id"]) == {"a"}
     labels = Dataset(out).labels()
     assert labels.empty  # both labels ended before 02:00
+
+
+# ------------------------------------------------------------------ re-syncs and Label Studio labels
+def add_pulled(out: Path, device: str, task_id: int, start_h: float, end_h: float) -> pd.DataFrame:
+    """What `airwatt label pull` adds for one task: a kettle on-interval and the reviewed window."""
+    from airwatt.dataset import coerce_labels
+    from airwatt.dataset.io import frame_to_table
+    from airwatt.dataset.schema import LABELS_SCHEMA
+
+    t0, t1 = START + pd.Timedelta(hours=start_h), START + pd.Timedelta(hours=end_h)
+    rows = coerce_labels(
+        pd.DataFrame(
+            {
+                "device_id": device,
+                "appliance": "kettle",
+                "start": [t0 + pd.Timedelta(minutes=5), t0],
+                "end": [t0 + pd.Timedelta(minutes=8), t1],
+                "source": ["annotator", "reviewed"],
+                "annotator_id": "labeler@airwatt.local",
+                "task_id": task_id,
+            }
+        )
+    )
+    ds = Dataset(out)
+    labels = coerce_labels(pd.concat([ds.labels(), rows], ignore_index=True))
+    pq.write_table(frame_to_table(labels, LABELS_SCHEMA), out / "labels.parquet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["tables"]["labels"]["rows"] = len(labels)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return rows
+
+
+def pulled_tasks(out: Path) -> dict[int, str]:
+    """task id -> device of the Label Studio rows in labels.parquet."""
+    labels = Dataset(out).labels()
+    mine = labels[labels["task_id"].notna()]
+    return {int(t): str(d) for t, d in zip(mine["task_id"], mine["device_id"], strict=True)}
+
+
+def archived_tasks(out: Path) -> dict[int, str]:
+    """task id -> reason, from sync_report.json, checked against archived_labels.parquet."""
+    report = json.loads((out / "sync_report.json").read_text())["labels"]["archived"]
+    listed = {int(i["task_id"]): i["reason"] for i in report["items"]}
+    path = out / "archived_labels.parquet"
+    stored = pd.read_parquet(path) if path.is_file() else pd.DataFrame({"task_id": [], "reason": []})
+    assert {int(t): r for t, r in zip(stored["task_id"], stored["reason"], strict=True)} == listed
+    return listed
+
+
+def test_pulled_labels_stay_while_they_apply_and_are_archived_then_restored(
+    export_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "synced"
+    params = params_for("folder", str(export_folder))
+    sync(params, out)
+    add_pulled(out, "a", 1, 0.5, 1.0)
+    add_pulled(out, "a", 2, 2.5, 3.0)
+    add_pulled(out, "b", 3, 0.0, 0.5)
+    with_labels = Dataset(out).labels().sort_values(["device_id", "task_id", "start", "source"])
+
+    sync(params, out)  # nothing changed: every task stays
+    assert pulled_tasks(out) == {1: "a", 2: "a", 3: "b"} and archived_tasks(out) == {}
+
+    # A newer export rewrites a's 2.5-3 h (task 2's span) and b's export goes away.
+    newer = export_folder / "2026-01-07" / "readings.csv"
+    write_export(readings_frame("a", 2.5, 0.5, power_w=900.0), newer)
+    b_export = next(export_folder.rglob("readings_b.jsonl"))
+    b_bytes = b_export.read_bytes()
+    b_export.unlink()
+    sync(params, out)
+    assert pulled_tasks(out) == {1: "a"}
+    assert archived_tasks(out) == {2: "readings_changed", 3: "device_gone"}
+
+    # The window moves past task 1.
+    later = params_for("folder", str(export_folder), **{"sync.start": "2026-01-05T02:00:00Z"})
+    sync(later, out)
+    assert pulled_tasks(out) == {}
+    assert archived_tasks(out) == {1: "outside_window", 2: "readings_changed", 3: "device_gone"}
+    report = json.loads((out / "sync_report.json").read_text())
+    assert report["labels"]["archived"]["rows"] == 6 and report["labels"]["kept"] == {"tasks": 0, "rows": 0}
+
+    # Everything changed back: every task applies again and is restored, the archive is empty.
+    newer.unlink()
+    b_export.write_bytes(b_bytes)
+    sync(params, out)
+    assert archived_tasks(out) == {} and not (out / "archived_labels.parquet").exists()
+    restored = Dataset(out).labels().sort_values(["device_id", "task_id", "start", "source"])
+    pd.testing.assert_frame_equal(restored.reset_index(drop=True), with_labels.reset_index(drop=True))
+
+
+SETTING_CHANGES = {
+    "simulate.seed": ({"simulate.seed": 43}, {0: "readings_changed", 1: "readings_changed"}),
+    "simulate.devices": ({"simulate.devices": 2}, {1: "device_gone"}),
+    "sync.start": ({"sync.start": "2026-01-05T06:00:00Z"}, {0: "outside_window", 1: "outside_window"}),
+    "sync.days": ({"sync.days": 0.0625}, {0: "readings_changed", 1: "outside_window"}),  # 1.5 h
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change", [*SETTING_CHANGES, "sync.source"])
+def test_a_resync_after_a_setting_changes_holds_only_the_new_sources_window(
+    change: str, export_folder: Path, tmp_path: Path
+) -> None:
+    """Each setting sync reads, changed and synced again into the same folder (data/synced is persisted):
+    the result is what a sync into an empty folder writes, plus the Label Studio labels that still apply;
+    the others are archived with their reason. Changed back, the labels return."""
+    if not module_ready("airwatt.simulate"):
+        pytest.skip("airwatt.simulate is not in this checkout yet")
+    base = {"simulate.devices": 3, "simulate.seed": 42}
+    out = tmp_path / "synced"
+    sync(params_for("simulator", days=0.5, **base), out)
+    add_pulled(out, "sim-0000", 0, 0.5, 1.5)  # task 0 early on the first device
+    add_pulled(out, "sim-0002", 1, 1.0, 2.0)  # task 1 on the last device
+    before = Dataset(out).labels().sort_values(["device_id", "task_id", "start", "source"])
+
+    if change == "sync.source":
+        changed, expected = params_for("folder", str(export_folder)), {0: "device_gone", 1: "device_gone"}
+    else:
+        update, expected = SETTING_CHANGES[change]
+        changed = params_for("simulator", days=update.get("sync.days", 0.5), **{**base, **update})
+    sync(changed, out)
+    fresh = tmp_path / "fresh"
+    sync(changed, fresh)
+    for table in ("readings.parquet", "ground_truth.parquet"):
+        assert (out / table).read_bytes() == (fresh / table).read_bytes(), table
+    assert Dataset(out).device_ids == Dataset(fresh).device_ids
+    labels, fresh_labels = Dataset(out).labels(), Dataset(fresh).labels()
+    from_source = labels[labels["task_id"].isna()].reset_index(drop=True)
+    pd.testing.assert_frame_equal(from_source, fresh_labels.reset_index(drop=True))
+    kept = {0, 1} - set(expected)
+    assert set(pulled_tasks(out)) == kept
+    assert archived_tasks(out) == expected
+
+    sync(params_for("simulator", days=0.5, **base), out)  # the setting changed back
+    assert archived_tasks(out) == {}
+    after = Dataset(out).labels().sort_values(["device_id", "task_id", "start", "source"])
+    pd.testing.assert_frame_equal(after.reset_index(drop=True), before.reset_index(drop=True))
 
 
 def test_sync_logs_counts_per_device(export_folder: Path, tmp_path: Path, caplog) -> None:

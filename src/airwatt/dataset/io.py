@@ -231,6 +231,11 @@ class DatasetWriter:
         self._tmp = self._ctx.__enter__()
         return self
 
+    def path(self, name: str) -> Path:
+        """Where to write another file of the dataset (in the staging folder, swapped in with the rest)."""
+        assert self._tmp is not None, "use DatasetWriter as a context manager"
+        return self._tmp / name
+
     def _writer(self, table: str, file: str, schema: pa.Schema) -> pq.ParquetWriter:
         if table not in self._writers:
             assert self._tmp is not None, "use DatasetWriter as a context manager"

@@ -9,9 +9,11 @@ Sources (``sync.source``):
   2011-2015: when the requested window does not overlap the source's span, the window becomes the first
   ``sync.days`` days of the source (logged, and recorded in the manifest's provenance).
 
-The output is a dataset in the workbench format, written atomically. If ``out`` already holds a dataset, its
-rows inside the window are merged with the new ones (airwatt.sync.merge: the newest copy of a duplicate wins),
-so re-running a sync adds nothing and new export files add only their new rows.
+The output is a dataset in the workbench format, written atomically: exactly the source's window (within the
+source, the newest copy of a duplicate wins; airwatt.sync.merge), so re-running a sync rewrites the same bytes
+and a changed source, fleet or window leaves nothing of the old one. If ``out`` already holds a dataset, its
+Label Studio labels that still apply are kept and the others archived beside them (airwatt.sync.carry);
+``sync_report.json`` lists both.
 """
 
 from __future__ import annotations

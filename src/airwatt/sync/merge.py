@@ -1,7 +1,7 @@
-"""The idempotent merge: sources of device tables -> one dataset for one time window.
+"""The merge: sources of device tables -> one dataset for exactly one time window.
 
-Sources are read in order (the dataset already in ``out`` first, then the new source) and concatenated per
-device; duplicates are then dropped keeping the LAST copy, so a newer copy wins:
+Sources are read in order and concatenated per device; duplicates are then dropped keeping the LAST copy, so a
+newer copy wins:
 
 - readings and ground truth: key (device_id, timestamp);
 - labels: key (device_id, appliance, start, end, source, annotator_id); labels overlapping the window are
@@ -9,6 +9,11 @@ device; duplicates are then dropped keeping the LAST copy, so a newer copy wins:
 
 Rows outside the window are dropped. Devices are written in device-id order, rows in time order, so the same
 inputs always give byte-identical Parquet tables.
+
+The dataset already in ``out`` (``previous``) is not a source: its readings, ground truth, sub-meter labels
+and devices are replaced by the sources', so a changed source, fleet or window leaves nothing stale. It gives
+the new dataset its Label Studio labels that still apply and its archive (airwatt.sync.carry), metadata of
+devices the sources do not describe, and the "already synced" counts of the log.
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
+import pyarrow.parquet as pq
 
+from airwatt.atomic import write_json_atomic
 from airwatt.dataset import Dataset, DatasetWriter, DeviceInfo, Manifest, read_manifest
+from airwatt.dataset.io import frame_to_table
+from airwatt.sync.carry import ARCHIVE_FILE, ARCHIVE_SCHEMA, REPORT_FILE, LabelCarry
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +219,15 @@ def merge_sources(
     name: str,
     interval_s: float,
     provenance: dict[str, Any],
-    previous: TableSource | None = None,
+    previous: DatasetSource | None = None,
 ) -> tuple[Manifest, dict[str, DeviceCounts]]:
-    """Write the window of ``previous`` + ``sources`` (later wins) to ``out``, atomically."""
-    ordered: list[TableSource] = ([previous] if previous is not None else []) + list(sources)
-    appliances = merged_appliances(ordered)
-    ids_of = {id(src): set(src.device_ids()) for src in ordered}
+    """Write the window of ``sources`` (later wins) to ``out`` atomically, with the Label Studio labels of
+    ``previous`` that still apply (the others in its archive) and ``sync_report.json``."""
+    appliances = merged_appliances(list(sources))
+    ids_of = {id(src): set(src.device_ids()) for src in sources}
     device_ids = sorted(set().union(*ids_of.values()))
+    previous_ids = set(previous.device_ids()) if previous is not None else set()
+    carry = LabelCarry.from_previous(previous.ds if previous else None, window.start, window.end)
     counts: dict[str, DeviceCounts] = {}
     with DatasetWriter(
         out,
@@ -228,16 +239,12 @@ def merge_sources(
         provenance=provenance,
     ) as writer:
         for dev in device_ids:
-            have = [src for src in ordered if dev in ids_of[id(src)]]
+            have = [src for src in sources if dev in ids_of[id(src)]]
             c = counts[dev] = DeviceCounts()
-            frames = []
-            for src in have:
-                r = src.readings(dev)
-                if src is previous:
-                    c.previous += len(r)
-                else:
-                    c.read += len(r)
-                frames.append(r)
+            if previous is not None and dev in previous_ids:
+                c.previous = len(previous.readings(dev))
+            frames = [src.readings(dev) for src in have]
+            c.read = sum(len(f) for f in frames)
             readings = _concat(frames)
             if readings is None:
                 log.warning("device %s: no readings inside the window; left out", dev)
@@ -246,12 +253,27 @@ def merge_sources(
             c.duplicates = len(readings) - len(deduped)
             c.written = len(deduped)
             gt = _concat([src.ground_truth(dev) for src in have])
-            labels = _concat([src.labels(dev) for src in have])
-            info = _device_info(dev, have)
+            labels = _concat([carry.judge(dev, deduped), *(src.labels(dev) for src in have)])
+            described_by = ([previous] if previous is not None and dev in previous_ids else []) + have
             writer.add_device(
-                info,
+                _device_info(dev, described_by),
                 deduped,
                 ground_truth=None if gt is None else _dedupe_rows(gt),
                 labels=None if labels is None else _dedupe_labels(labels),
             )
+        written = {dev for dev, c in counts.items() if c.written}
+        for dev in sorted(previous_ids - written):
+            log.warning("device %s: not in the source's window any more; its data is not carried over", dev)
+        carry.finish(written)
+        archive = carry.archive_frame()
+        if len(archive):
+            table = frame_to_table(archive, ARCHIVE_SCHEMA)
+            pq.write_table(table, writer.path(ARCHIVE_FILE), compression="zstd")
+        report = {
+            "source": name,
+            "window": window.as_dict(),
+            "devices": {"written": sorted(written), "gone": sorted(previous_ids - written)},
+            "labels": carry.report(),
+        }
+        write_json_atomic(writer.path(REPORT_FILE), report)
     return read_manifest(out), counts
