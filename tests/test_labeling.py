@@ -93,6 +93,34 @@ def test_candidate_windows_are_epoch_aligned_and_scored_by_uncertainty() -> None
     assert windows[0].disagreement is None  # one model
 
 
+def test_a_device_inventory_restricts_pre_annotations_and_scoring() -> None:
+    from airwatt.labeling.push import registered
+    from airwatt.labeling.tasks import build_task
+    from airwatt.labeling.windows import Selected
+
+    n = 12 * 720
+    on = np.zeros((n, 2), bool)
+    on[100:300, 0] = True  # fridge
+    on[1000:1100, 1] = True  # kettle
+    probs = on.astype(np.float32)
+    pred = SeriesPrediction(["fridge", "kettle"], np.zeros((n, 2), np.float32), probs, on, np.ones(n, bool))
+    s = DeviceSeries("dev", T0_MS, STEP_MS, np.full(n, 100.0, np.float32), np.ones(n, bool), [pred])
+    assert registered(["fridge", "kettle"], ["fridge", "tv"]) == ["fridge"]
+    assert registered(["fridge", "kettle"], []) == ["fridge", "kettle"]  # no inventory: every appliance
+
+    def labels_of(apps: list[str]) -> set[str]:
+        w = candidate_windows(s, window_s=12 * 3600, min_valid_fraction=0.5, appliances=apps)[0]
+        chosen = Selected(w, "k", "random")
+        task = build_task(
+            s, chosen, dataset="d", interval_s=5, submetered=[], appliances=apps, model_version="1"
+        )
+        assert task["meta"]["model_appliances"] == apps
+        return {lab for r in task["predictions"][0]["result"] for lab in r["value"]["timeserieslabels"]}
+
+    assert labels_of(registered(["fridge", "kettle"], [])) == {"fridge", "kettle"}
+    assert labels_of(registered(["fridge", "kettle"], ["fridge"])) == {"fridge"}  # never the kettle
+
+
 def _windows(k: int) -> list[Window]:
     return [
         Window("dev", T0_MS + i * 12 * HOUR_MS, T0_MS + (i + 1) * 12 * HOUR_MS, 0, 1, 1.0, i / k, None)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from airwatt.appliances import inventory_columns
 from airwatt.atomic import write_json_atomic
 from airwatt.config import LabelParams, Params
 from airwatt.dataset import Dataset
@@ -141,6 +142,12 @@ def _check_models(models: list[LoadedModel], manifest: Manifest, labels: list[st
     return common
 
 
+def registered(scored: list[str], inventory: list[str]) -> list[str]:
+    """The scored appliances a device has: all of them when its inventory is empty (not registered), else
+    those it registered (an appliance the site does not have is never pre-annotated or scored)."""
+    return [scored[j] for j in inventory_columns(scored, inventory)]
+
+
 # ------------------------------------------------------------------------------------------------ push
 def existing_keys(client: LabelStudioClient, project_id: int) -> dict[str, int]:
     """task key -> task id of every task already in the project."""
@@ -195,17 +202,19 @@ def push(
     pushed_before = existing_keys(client, project.id)
 
     series: dict[str, DeviceSeries] = {}
+    device_apps: dict[str, list[str]] = {}
     candidates: list[Window] = []
     for dev in tqdm(devices or ds.device_ids, desc="scoring windows", unit="device", leave=False):
         s = device_series(ds, dev, models, submetered=submetered, max_fill_s=params.prepare.max_fill_s)
         if s is None:
             continue
         series[dev] = s
+        device_apps[dev] = registered(scored_apps, ds.manifest.device(dev).appliances)
         candidates += candidate_windows(
             s,
             window_s=cfg.window_hours * 3600,
             min_valid_fraction=cfg.min_valid_fraction,
-            appliances=scored_apps,
+            appliances=device_apps[dev],
         )
     chosen = select_windows(
         candidates,
@@ -241,7 +250,7 @@ def push(
                     dataset=ds.manifest.name,
                     interval_s=ds.manifest.interval_s,
                     submetered=submetered,
-                    appliances=scored_apps,
+                    appliances=device_apps[s.window.device_id],
                     model_version=version,
                 )
                 for s in batch
