@@ -11,7 +11,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := true
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint format bench lock clean notebooks serve label-server
+.PHONY: help setup run test test-fast lint format bench bench-quick lock clean notebooks serve label-server
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ run: setup ## Run the pipeline end to end on the embedded simulated fleet (dvc r
 test: lint label-server ## Run the linters, the type checker and the test suite (with a real Label Studio)
 	AIRWATT_REQUIRE_LABEL_STUDIO=1 pytest
 
+test-fast: setup ## The edit-test loop: no servers, no dvc repro or training runs, no real data (by markers)
+	pytest -m "not slow and not server and not realdata" $(ARGS)
+
 label-server: ## Install the Label Studio server into .venv-labelstudio (its own virtualenv)
 	bash labeling/install-server.sh
 
@@ -49,9 +52,12 @@ format: setup ## Apply ruff fixes and formatting
 	ruff check --fix src tests
 	ruff format src tests
 
-bench: setup ## Run the benchmark scripts (they print figures and the machine)
+bench: setup ## Run the benchmark scripts (they print figures and the machine); QUICK=1: short runs
 	@for b in tests/benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; \
-	  python -m tests.benchmarks.$$m || exit 1; done
+	  python -m tests.benchmarks.$$m $(if $(QUICK),--quick) || exit 1; done
+
+bench-quick: ## Each benchmark script's --quick profile: a short run that checks it works (make bench QUICK=1)
+	$(MAKE) bench QUICK=1
 
 lock: ## Re-resolve constraints.txt from the pins in pyproject.toml
 	rm -rf /tmp/airwatt-lock && $(PYTHON) -m venv /tmp/airwatt-lock

@@ -25,11 +25,31 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+REQUIRE_SHARED_DATA = "AIRWATT_REQUIRE_SHARED_DATA"
+SERVER_FIXTURES = ("mlflow_server", "label_studio")  # fixtures that start a real server
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers follow the fixtures a test uses, so `make test-fast` (-m "not slow and not server and not
+    realdata") can never run a test that reads ../shared/data or starts a server by forgetting a marker."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if "shared_data" in names:
+            item.add_marker(pytest.mark.realdata)
+        if names & set(SERVER_FIXTURES):
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data, or skip: the public NILM data is not on a user's machine."""
+    """../shared/data, or skip: the public NILM data is not on a user's machine. With
+    AIRWATT_REQUIRE_SHARED_DATA=1 (CI sets it where ../shared/data exists) a missing folder fails instead, so
+    a green run means the real-data tests ran."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"public NILM data not found at {SHARED_DATA} (set AIRWATT_SHARED_DATA)")
+        why = f"public NILM data not found at {SHARED_DATA} (set AIRWATT_SHARED_DATA)"
+        if os.environ.get(REQUIRE_SHARED_DATA) == "1":
+            pytest.fail(f"{why}; {REQUIRE_SHARED_DATA}=1 requires it")
+        pytest.skip(why)
     return SHARED_DATA
 
 

@@ -32,6 +32,7 @@ from airwatt.procs import free_port, stop_process, wait_until_ok
 from airwatt.serving.loading import MODEL_URI_ENV, PARAMS_ENV, STAGED_ENV, bundle_hash
 
 BENTOML = str(Path(sys.executable).parent / "bentoml")
+pytestmark = pytest.mark.server  # `bentoml serve` (`make test-fast` leaves these out)
 
 
 def bentoml_env(tmp: Path, model_uri: str) -> dict[str, str]:

@@ -99,7 +99,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root / "sim", root / "prepared"
 
 
-@pytest.fixture(params=["local-sqlite", "server"])
+@pytest.fixture(params=["local-sqlite", pytest.param("server", marks=pytest.mark.server)])
 def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The tracking URI under test: the DEFAULT (no MLFLOW_TRACKING_URI: sqlite beside dvc.yaml), or the
     loopback server through MLFLOW_TRACKING_URI. Every test starts with an empty registry."""

@@ -26,9 +26,9 @@ from airwatt.models import (
 )
 
 try:
-    from tests.benchmarks.machine import machine_info
+    from tests.benchmarks.machine import machine_info, parse_args
 except ModuleNotFoundError:  # run as a script (make bench): its own folder is on sys.path
-    from machine import machine_info  # type: ignore[no-redef]
+    from machine import machine_info, parse_args  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="a split of <prepared>/split.json, or 'all'")
     parser.add_argument("--plots", action="store_true", help="also write the plots")
     parser.add_argument("--repeat", type=int, default=2)
-    args = parser.parse_args()
+    args = parse_args(parser, {"repeat": 1})
     logging.basicConfig(level=logging.WARNING)
     window = default_window_length(args.arch)
     spec = spec_from_prepared(

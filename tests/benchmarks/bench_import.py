@@ -19,9 +19,9 @@ from pathlib import Path
 from airwatt.importers import import_dataset
 
 try:
-    from tests.benchmarks.machine import machine_info
+    from tests.benchmarks.machine import machine_info, parse_args
 except ModuleNotFoundError:  # run as a script (make bench): its own folder is on sys.path
-    from machine import machine_info  # type: ignore[no-redef]
+    from machine import machine_info, parse_args  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("AIRWATT_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -46,7 +46,7 @@ def source_rows(src: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3, help="runs per dataset; the best time is printed")
-    args = parser.parse_args()
+    args = parse_args(parser, {"repeat": 1})
     if not SHARED_DATA.is_dir():
         sys.exit(f"public NILM data not found at {SHARED_DATA} (set AIRWATT_SHARED_DATA)")
     logging.basicConfig(level=logging.WARNING)

@@ -34,7 +34,7 @@ from airwatt.models import (
     default_target,
 )
 from airwatt.models.decision import decision_spec
-from tests.benchmarks.machine import machine_info
+from tests.benchmarks.machine import machine_info, parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -146,7 +146,7 @@ def main() -> None:
     ap.add_argument("--series-readings", type=int, default=2880, help="4 h of 5 s readings")
     ap.add_argument("--device", help="e.g. cuda: bf16 training/inference throughput on it instead")
     ap.add_argument("--reps", type=int, default=30, help="timed steps per figure with --device")
-    args = ap.parse_args()
+    args = parse_args(ap, {"threads": [1], "seconds": 0.1, "series_readings": 720, "reps": 5})
     print(machine_info())
     print(f"torch {torch.__version__}, {args.appliances} appliances, untrained weights\n")
     from airwatt.config import load_params

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_info
+from machine import machine_info, parse_args
 
 from airwatt.config import load_params
 from airwatt.dataset import DatasetWriter, DeviceInfo
@@ -84,7 +84,7 @@ def annotate_all(client: LabelStudioClient, project_id: int) -> tuple[int, float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=1000, help="tasks to push (12 h each; 2 per device-day)")
-    args = ap.parse_args()
+    args = parse_args(ap, {"tasks": 20})
     days = 5
     devices = -(-args.tasks // (2 * days))
     with tempfile.TemporaryDirectory(prefix="bench-labeling-") as tmp_s:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.benchmarks.machine import machine_info
+from tests.benchmarks.machine import machine_info, parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = "targets: LOHO served mean F1 >= 0.70, MAE <= 18.7 W, no fold below F1 0.50; k=3 gain >= 0.08"
@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--no-cross", action="store_true", help="skip the cross-dataset fold")
     ap.add_argument("--no-adapt", action="store_true", help="skip the few-label curve")
     ap.add_argument("--no-mlflow", action="store_true", help="no tracking (a bare GPU box)")
-    args = ap.parse_args()
+    quick = {"fold": ["redd-house3"], "seed": [1], "max_steps": 20, "no_cross": True, "no_adapt": True}
+    args = parse_args(ap, quick)
 
     work = args.work or Path(tempfile.mkdtemp(prefix="airwatt-protocol-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.benchmarks.machine import parse_args
 from tests.benchmarks.nilm_bench import (
     REFERENCE,
     REPO,
@@ -37,7 +38,7 @@ def main() -> None:
     ap.add_argument("--val-house", type=int, default=5)
     ap.add_argument("--dataset", type=Path, default=None, help="an imported REDD dataset (skips the import)")
     add_training_args(ap)
-    args = ap.parse_args()
+    args = parse_args(ap, {"models": ["causal"], "max_steps": 20, "batch_size": 64})
     if args.dataset is None and not args.src.is_dir():
         raise SystemExit(f"REDD not found at {args.src} (set AIRWATT_SHARED_DATA)")
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.benchmarks.machine import parse_args
 from tests.benchmarks.nilm_bench import (
     REFERENCE,
     REPO,
@@ -36,7 +37,7 @@ def main() -> None:
     ap.add_argument("--test-fraction", type=float, default=0.15)
     ap.add_argument("--dataset", type=Path, default=None, help="an imported REFIT dataset (skips the import)")
     add_training_args(ap, max_steps=1500)
-    args = ap.parse_args()
+    args = parse_args(ap, {"models": ["causal"], "max_steps": 20, "batch_size": 64})
     src = SHARED_DATA / f"refit_house2_{args.form}"
     if args.dataset is None and not src.is_dir():
         raise SystemExit(f"REFIT house 2 not found at {src} (set AIRWATT_SHARED_DATA)")

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 try:
-    from tests.benchmarks.machine import machine_info
+    from tests.benchmarks.machine import machine_info, parse_args
 except ModuleNotFoundError:  # run as a script: its own folder is on sys.path
-    from machine import machine_info  # type: ignore[no-redef]
+    from machine import machine_info, parse_args  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
 MONTH_READINGS = 30 * 17_280  # 518,400
@@ -194,7 +194,7 @@ def main() -> None:
         help="a trained bundle (default: make run's, when there; else an untrained --arch bundle). A served "
         "prediction computes the power heads only where an appliance is on, so its speed depends on that",
     )
-    args = parser.parse_args()
+    args = parse_args(parser, {"skip_fleet": True})
 
     core_s, core_mib = in_child(_core_only)
     print(

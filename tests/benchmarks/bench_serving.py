@@ -59,10 +59,10 @@ from airwatt.procs import free_port, wait_until_ok
 
 try:
     from tests.benchmarks.bench_inference import bundle_for
-    from tests.benchmarks.machine import machine_info
+    from tests.benchmarks.machine import machine_info, parse_args
 except ModuleNotFoundError:  # run as a script: its own folder is on sys.path
     from bench_inference import bundle_for  # type: ignore[no-redef]
-    from machine import machine_info  # type: ignore[no-redef]
+    from machine import machine_info, parse_args  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -571,7 +571,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
     ap.add_argument("--baseline", default=BASELINE, help="miss mode: the git revision to compare with")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the in-process breakdown")
-    args = ap.parse_args()
+    quick = {"duration_s": 3.0, "modes": ["batch", "single"], "forms": ["session"], "devices": 50,
+             "concurrency": 4, "no_breakdown": True}  # fmt: skip
+    args = parse_args(ap, quick)
 
     from airwatt.config import load_params
     from airwatt.models import ModelBundle

@@ -17,9 +17,9 @@ from airwatt.config import load_params
 from airwatt.simulate import simulate_fleet
 
 try:
-    from tests.benchmarks.machine import machine_info
+    from tests.benchmarks.machine import machine_info, parse_args
 except ModuleNotFoundError:  # run as a script (make bench): its own folder is on sys.path
-    from machine import machine_info  # type: ignore[no-redef]
+    from machine import machine_info, parse_args  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[2]
 CHANNELS = ("power_w", "voltage_v", "current_a", "power_factor")
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--days", type=float, default=p.sync.days)
     ap.add_argument("--workers", type=int, default=None, help="process pool size (default 2)")
     ap.add_argument("--repeat", type=int, default=1)
-    args = ap.parse_args()
+    args = parse_args(ap, {"devices": 3, "days": 1})
     logging.basicConfig(level=logging.WARNING)
     cfg = p.simulate.model_copy(update={"devices": args.devices})
     best_s, rows, gt_rows, labels, size = float("inf"), 0, 0, 0, 0.0

@@ -19,7 +19,7 @@ from airwatt.config import load_params
 from airwatt.prepare import prepare
 from airwatt.prepare.windows import WindowDataset
 from airwatt.sync import sync
-from tests.benchmarks.machine import machine_info
+from tests.benchmarks.machine import machine_info, parse_args
 
 REPO = Path(__file__).resolve().parents[2]
 START = pd.Timestamp("2026-01-05T00:00:00Z")
@@ -54,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--days", type=float, default=14)
-    args = ap.parse_args()
+    args = parse_args(ap, {"devices": 3, "days": 1})
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "exports").mkdir()

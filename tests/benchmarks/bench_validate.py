@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
 
 from airwatt.config import load_params  # noqa: E402
-from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.machine import machine_info, parse_args  # noqa: E402
 
 
 def square_fleet(out: Path, devices: int, days: float, start: str, interval_s: float) -> None:
@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--source", choices=["simulator", "square"], default="simulator")
     ap.add_argument("--data", type=Path, help="validate this dataset instead of generating one")
     ap.add_argument("--docs", action="store_true", help="also build Data Docs (in the temporary directory)")
-    args = ap.parse_args()
+    args = parse_args(ap, {"devices": 3, "days": 1})
     logging.basicConfig(level=logging.WARNING)
 
     t_import = time.perf_counter()

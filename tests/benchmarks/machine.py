@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 
 def machine_info() -> str:
@@ -24,3 +27,27 @@ def machine_info() -> str:
         f"machine: {platform.node()} | {cpu} | {cores} cores | {mem_gib:.0f} GiB | "
         f"Python {sys.version.split()[0]} | {platform.system()} {platform.release()}"
     )
+
+
+def parse_args(
+    ap: argparse.ArgumentParser, quick: dict[str, Any], argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """``ap.parse_args`` with ``--quick``: a short run (seconds to a minute) that checks the benchmark works,
+    with these defaults (options given on the command line still win). Its figures are not for quoting."""
+    shown = ", ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in quick.items())
+    ap.add_argument("--quick", action="store_true", help=f"a short smoke run: {shown}")
+    known, _ = ap.parse_known_args(argv)
+    if known.quick:
+        ap.set_defaults(**quick)
+    args = ap.parse_args(argv)
+    if args.quick:
+        print(f"--quick: a short run ({shown}); its figures are not for quoting")
+    return args
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, list | tuple):
+        return " ".join(str(v) for v in value)
+    return str(value)
