@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -239,6 +241,39 @@ def test_pull_merges_annotations_reports_skips_and_agreement_and_is_idempotent(
     assert (on.min(), on.max()) == (kettle[0], kettle[1])
 
 
+def test_pull_fetches_annotations_through_the_export_not_one_request_per_task(
+    ls_env: LocalServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pull of N annotated tasks makes a fixed number of requests (the export), not N more."""
+    from airwatt.labeling import client as client_module
+
+    data = write_beta_dataset(tmp_path / "beta", devices=5, hours=24)  # 10 windows
+    params = params_for(ls_env, "export test", budget=10)
+    push(params, data, model_uris=[])
+    client = client_of(ls_env)
+    project = client.find_project("export test")
+    assert project is not None
+    tasks = client.task_summaries(project.id)
+    assert len(tasks) == 10
+    for t in tasks:
+        w = t["meta"]["window_start_ms"]
+        client.create_annotation(t["id"], [region("kettle", w + 7 * HOUR_MS, w + 7 * HOUR_MS + 175_000)])
+    monkeypatch.setattr(client_module, "EXPORT_BATCH", 4, raising=False)  # 10 tasks: 3 export requests
+
+    counted = client_of(ls_env)
+    requests: list[str] = []
+    http = counted._sdk._client_wrapper.httpx_client.httpx_client
+    http.event_hooks["request"].append(lambda r: requests.append(f"{r.method} {r.url.path}"))
+    report = pull(params, data, client=counted)
+    assert report["annotations"]["merged"] == 10
+    labels = Dataset(data).labels()
+    assert set(labels[labels["source"] == "annotator"]["task_id"]) == {t["id"] for t in tasks}
+    exports = [r for r in requests if r.endswith("/export")]
+    assert len(exports) == 3
+    assert len(requests) - len(exports) <= 6, requests  # project lookup, task list pages, users: not per task
+    assert not [r for r in requests if "/annotations" in r]
+
+
 def test_prepare_writes_annotator_targets_after_a_pull(ls_env: LocalServer, tmp_path: Path) -> None:
     """prepare (the DVC stage's function) on a pulled dataset: status targets come from the annotator."""
     from airwatt.prepare import prepare
@@ -261,3 +296,30 @@ def test_prepare_writes_annotator_targets_after_a_pull(ls_env: LocalServer, tmp_
     # is an "off" target there, not an unknown
     assert all(d["status_sources"] == {"fridge": "annotator", "kettle": "annotator"} for d in devices)
     assert set(Dataset(data).labels()["source"]) == {"annotator", "reviewed"}
+
+
+# ------------------------------------------------------------------------------------ the server's install
+CONSTRAINTS = REPO / "labeling" / "constraints-labelstudio.txt"
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    pairs = [ln.split("#")[0].strip().partition("==") for ln in lines]
+    return {n.lower().replace("_", "-"): v for n, _, v in pairs if n}
+
+
+def test_the_server_install_pins_every_dependency() -> None:
+    """install-server.sh installs the label-studio its constraints file pins, under those constraints; the
+    file pins each package exactly (a `pip freeze`); the installed server matches it package for package."""
+    script = (REPO / INSTALL_SCRIPT).read_text()
+    version = re.search(r'^LABEL_STUDIO_VERSION="([^"]+)"', script, re.M)
+    assert version is not None
+    lines = [ln for ln in CONSTRAINTS.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[^\s=]+", ln) for ln in lines), "name==version lines only"
+    pins = _pins(lines)
+    assert pins["label-studio"] == version.group(1) and "django" in pins and "label-studio-sdk" in pins
+    assert '-c "$constraints"' in script
+    if server_executable() is None:
+        pytest.skip(f"Label Studio server not installed in {server_venv()}: run {INSTALL_SCRIPT}")
+    pip = [str(server_venv() / "bin" / "python"), "-m", "pip", "freeze"]
+    freeze = subprocess.run(pip, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert _pins(freeze) == pins

@@ -275,8 +275,10 @@ def _agree(pool: dict[str, Confusion], grid: np.ndarray, a: dict[str, list[tuple
         pool.setdefault(name, Confusion()).add(sa, sb)
 
 
-def collect(client: LabelStudioClient, tasks: list[TaskInfo], ds: Dataset, users: dict[int, str]) -> _Pulled:
-    """Fetch every annotated task's annotations, convert the merged one, and pool agreement counts."""
+def collect(
+    annotations_of: dict[int, list[dict[str, Any]]], tasks: list[TaskInfo], ds: Dataset, users: dict[int, str]
+) -> _Pulled:
+    """Convert the merged annotation of every annotated task, and pool agreement counts."""
     out = _Pulled()
     m = ds.manifest
     spans = device_spans(ds, sorted({t.device_id for t in tasks}))
@@ -290,8 +292,8 @@ def collect(client: LabelStudioClient, tasks: list[TaskInfo], ds: Dataset, users
         except KeyError:
             out.skips.add("unknown_label", task.task_id, None, f"device {task.device_id} not in the dataset")
             continue
-        annotations = client.annotations(task.task_id)
-        out.annotations += len(annotations)  # the API leaves cancelled ones out: counted from the task list
+        annotations = annotations_of.get(task.task_id, [])
+        out.annotations += sum(1 for a in annotations if not a.get("was_cancelled"))  # cancelled: apart
         chosen, others = choose_annotation(annotations)
         if chosen is None:
             continue
@@ -395,7 +397,8 @@ def pull(
         for t, s in zip(tasks, _summaries_of(summaries, tasks), strict=True)
         if s.get("annotations") or s.get("cancelled_annotations")
     ]
-    pulled = collect(client, annotated, ds, client.users())
+    exported = client.annotations(project.id, [t.task_id for t in annotated])
+    pulled = collect(exported, annotated, ds, client.users())
     pulled.cancelled = sum(int(s.get("cancelled_annotations") or 0) for s in _summaries_of(summaries, tasks))
     pulled.annotations += pulled.cancelled
 
