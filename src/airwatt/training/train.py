@@ -190,6 +190,7 @@ def make_trainer(
         callbacks=callbacks,
         default_root_dir=ckpt_dir,
         fast_dev_run=fast_dev_run,
+        enable_model_summary=False,  # the run's log says what was trained; the layer table is not for users
         deterministic=False,
     )
 
