@@ -274,6 +274,33 @@ def test_pull_fetches_annotations_through_the_export_not_one_request_per_task(
     assert not [r for r in requests if "/annotations" in r]
 
 
+def test_pull_skips_a_task_whose_readings_changed_since_the_push(ls_env: LocalServer, tmp_path: Path) -> None:
+    """A re-sync (another seed, source or export) replaced a device's readings under a task: its annotation
+    describes readings the dataset no longer holds, so pull lists it and merges nothing of it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = write_beta_dataset(tmp_path / "beta", devices=2, hours=12)  # one 12 h window per device
+    params = params_for(ls_env, "stale test", budget=2)
+    push(params, data, model_uris=[])
+    client = client_of(ls_env)
+    project = client.find_project("stale test")
+    assert project is not None
+    tasks = {t["meta"]["device_id"]: t for t in client.task_summaries(project.id)}
+    for t in tasks.values():
+        w = t["meta"]["window_start_ms"]
+        client.create_annotation(t["id"], [region("kettle", w + 7 * HOUR_MS, w + 7 * HOUR_MS + 175_000)])
+    table = pq.read_table(data / "readings.parquet").to_pandas()
+    table.loc[table["device_id"] == "b-1", "power_w"] += 50.0  # b-1's readings are not those pushed
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), data / "readings.parquet")
+
+    report = pull(params, data)
+    merged = Dataset(data).labels()
+    assert set(merged[merged["source"] == "annotator"]["device_id"]) == {"b-0"}
+    skipped = [i for i in report["skipped"]["items"] if i["reason"] == "readings_changed"]
+    assert [(i["task_id"], i["device_id"]) for i in skipped] == [(tasks["b-1"]["id"], "b-1")]
+
+
 def test_prepare_writes_annotator_targets_after_a_pull(ls_env: LocalServer, tmp_path: Path) -> None:
     """prepare (the DVC stage's function) on a pulled dataset: status targets come from the annotator."""
     from airwatt.prepare import prepare

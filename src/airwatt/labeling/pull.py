@@ -17,6 +17,8 @@ Conflict rule (docs/labeling.md quotes it):
 Regions are skipped, counted and listed in the report, never merged, when their label is not an appliance of
 the device's inventory (``unknown_label``), their end precedes their start (``reversed_interval``), they cover
 no reading (``empty_interval``), or they leave the task's window or the device's data span (``out_of_range``).
+A whole task is skipped (``readings_changed``) when the dataset's readings in its window are no longer those
+push showed (the fingerprint in its meta): a re-sync with another seed, source or export replaced them.
 
 The merge is atomic (a staged copy of the dataset, the label expectations run on it, then swapped in) and
 idempotent: pulling the same server state again leaves labels.parquet untouched.
@@ -65,6 +67,7 @@ class TaskInfo:
     window_end_ms: int
     predictions: list[dict[str, Any]]
     model_appliances: list[str]
+    readings_sha256: str | None = None  # the readings shown (tasks pushed before it was recorded: None)
 
 
 @dataclass
@@ -100,6 +103,7 @@ def dataset_tasks(summaries: list[dict[str, Any]], dataset: str) -> tuple[list[T
                 window_end_ms=int(meta["window_end_ms"]),
                 predictions=list(t.get("predictions") or []),
                 model_appliances=list(meta.get("model_appliances") or []),
+                readings_sha256=meta.get("readings_sha256"),
             )
         )
     return out, other
@@ -292,6 +296,14 @@ def collect(
         except KeyError:
             out.skips.add("unknown_label", task.task_id, None, f"device {task.device_id} not in the dataset")
             continue
+        if task.readings_sha256 and task.readings_sha256 != _fingerprint(ds, task):
+            out.skips.add(
+                "readings_changed", task.task_id, None,
+                f"device {task.device_id}'s readings in the task's window are not those it showed "
+                "(the dataset was synced again since the push); not merged",
+                device_id=task.device_id,
+            )  # fmt: skip
+            continue
         annotations = annotations_of.get(task.task_id, [])
         out.annotations += sum(1 for a in annotations if not a.get("was_cancelled"))  # cancelled: apart
         chosen, others = choose_annotation(annotations)
@@ -325,6 +337,15 @@ def collect(
             pool = out.model.setdefault(str(pred.get("model_version") or "unknown"), {})
             _agree(pool, grid, merged, pred_iv, [n for n in task.model_appliances if n in allowed])
     return out
+
+
+def _fingerprint(ds: Dataset, task: TaskInfo) -> str:
+    from airwatt.sync.carry import readings_fingerprint
+
+    start = pd.Timestamp(task.window_start_ms, unit="ms", tz="UTC")
+    end = pd.Timestamp(task.window_end_ms, unit="ms", tz="UTC")
+    readings = ds.readings([task.device_id], start, end, columns=["timestamp", "power_w"])
+    return readings_fingerprint(readings, start, end)
 
 
 def merge_labels(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm.auto import tqdm
 
 from airwatt.appliances import inventory_columns
@@ -120,6 +121,16 @@ def device_series(
     preds = [m.bundle.predict_series(g.aggregate_w, g.valid) for m in models]
     sub = {a: np.where(g.power_valid[:, j], g.power_w[:, j], np.nan) for j, a in enumerate(gt_apps)}
     return DeviceSeries(device_id, g.start_ms, round(interval_s * 1000), g.aggregate_w, g.valid, preds, sub)
+
+
+def window_fingerprint(ds: Dataset, w: Window) -> str:
+    """The fingerprint of a device's readings in a task's window (airwatt.sync.carry.readings_fingerprint):
+    pull merges a task's annotations only while the dataset still holds those readings."""
+    from airwatt.sync.carry import readings_fingerprint
+
+    start, end = pd.Timestamp(w.start_ms, unit="ms", tz="UTC"), pd.Timestamp(w.end_ms, unit="ms", tz="UTC")
+    readings = ds.readings([w.device_id], start, end, columns=["timestamp", "power_w"])
+    return readings_fingerprint(readings, start, end)
 
 
 def _check_models(models: list[LoadedModel], manifest: Manifest, labels: list[str]) -> list[str]:
@@ -252,6 +263,7 @@ def push(
                     submetered=submetered,
                     appliances=device_apps[s.window.device_id],
                     model_version=version,
+                    readings_sha256=window_fingerprint(ds, s.window),
                 )
                 for s in batch
             ]

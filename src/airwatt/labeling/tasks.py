@@ -99,8 +99,10 @@ def build_task(
     submetered: Sequence[str],
     appliances: Sequence[str],
     model_version: str | None,
+    readings_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """One Label Studio task (data, meta and, with a model, its prediction) for a selected window."""
+    """One Label Studio task (data, meta and, with a model, its prediction) for a selected window.
+    ``readings_sha256`` (meta) fingerprints the readings shown, so a pull can tell when they changed."""
     w = chosen.window
     ts_all = series.timestamps_ms(w.lo, w.hi)
     ok = series.valid[w.lo : w.hi]
@@ -133,6 +135,8 @@ def build_task(
         k: data[k]
         for k in ("task_key", "dataset", "device_id", "window_start_ms", "window_end_ms", "interval_s")
     }
+    if readings_sha256 is not None:
+        meta["readings_sha256"] = readings_sha256
     task: dict[str, Any] = {"data": data, "meta": meta}
     if model_version is not None:
         meta["model_appliances"] = list(appliances)
