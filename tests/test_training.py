@@ -130,6 +130,35 @@ def test_power_loss_skips_appliances_never_on_in_training(prepared: Path, tmp_pa
     assert float(skip_first._loss(out, batch)["loss_power"]) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_power_loss_when_on_counts_only_the_watts_an_on_answer_carries(
+    prepared: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from airwatt.models import build_model, spec_from_prepared
+    from airwatt.models.base import ModelOutput
+    from airwatt.prepare.windows import WindowSample
+    from airwatt.training.module import DisaggregationModule
+
+    cfg, kw = resolve(tiny_params(tmp_path).train, "causal")
+    spec = spec_from_prepared(
+        prepared, "causal", kw, 512, "last", max_invalid_fraction=cfg.max_invalid_fraction
+    )
+    a = len(spec.appliances)
+    mean_w = torch.tensor([spec.norm.power_mean_w[x] for x in spec.appliances])
+    std_w = torch.tensor([spec.norm.power_std_w[x] for x in spec.appliances])
+    status = torch.tensor([[1.0] * a, [0.0] * a])  # slot 0: every appliance on; slot 1: all off
+    power_w = mean_w.repeat(2, 1) + 3 * std_w * status  # on: 3 std above the mean; off: the mean
+    batch = WindowSample(torch.zeros(2, 512), power_w, status, torch.ones(2, a), torch.ones(2, a))
+    out = ModelOutput(torch.stack([torch.full((a,), 3.0), torch.full((a,), 5.0)]), torch.zeros(2, a))
+    everywhere = DisaggregationModule(build_model(spec), spec, cfg)
+    when_on = DisaggregationModule(build_model(spec), spec, cfg.model_copy(update={"power_loss_when": "on"}))
+    assert float(everywhere._loss(out, batch)["loss_power"]) == pytest.approx(12.5)  # (0 + 25) / 2
+    assert float(when_on._loss(out, batch)["loss_power"]) == pytest.approx(
+        0.0, abs=1e-6
+    )  # off slot not counted
+
+
 def test_a_chunk_trains_the_same_targets_as_its_windows(prepared: Path, tmp_path: Path) -> None:
     """A causal model's one pass over a chunk gives, at each target, what its window gives alone: the loss
     of a chunk batch is the loss of the same targets as a batch of windows."""

@@ -145,6 +145,9 @@ class TrainParams(_Section):
     )
     weight_decay: float = Field(ge=0)
     power_loss_weight: float = Field(ge=0, description="weight of the masked MSE on normalised power")
+    power_loss_when: Literal["all", "on"] = Field(
+        "all", description="power loss on every target slot, or (models with an on/off head) where on only"
+    )
     onoff_loss_weight: float = Field(ge=0, description="weight of the masked BCE on on/off logits")
     max_epochs: int = Field(gt=0)
     max_steps: int = Field(ge=-1, description="optimizer steps in all; -1: no limit")

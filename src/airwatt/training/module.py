@@ -1,8 +1,10 @@
 """The LightningModule that trains any registered model (airwatt.models): one step for train/val/test.
 
 Loss (per batch): ``power_loss_weight`` x masked MSE of the normalised power ``(power_w - mean_w) / std_w``
-(mask: ``power_valid``, and only appliances that were on in the training data) + ``onoff_loss_weight`` x
-masked BCE of the on/off logits (mask: ``status_valid``) for models that have them.
+(mask: ``power_valid``, and only appliances that were on in the training data; with ``power_loss_when: on``
+and an on/off head, only target slots where the appliance is on: the power head then learns the watts an
+"on" answer carries, not their mean over on and off, which a served "on" would under-state) +
+``onoff_loss_weight`` x masked BCE of the on/off logits (mask: ``status_valid``) for models that have them.
 
 Validation metrics (``val/mae_w``, ``val/f1``, ...: the unweighted mean over the appliances where they are
 defined) come from airwatt.metrics.DisaggregationMetrics on the predictions the model would serve
@@ -83,7 +85,10 @@ class DisaggregationModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------- the step
     def _loss(self, out: ModelOutput, batch: WindowSample) -> dict[str, torch.Tensor]:
         target = (batch.power_w - self.power_mean_w) / self.power_std_w  # (B, A) normalised
-        mse = masked_mean((out.power.float() - target) ** 2, batch.power_valid * self.power_learnable)
+        mask = batch.power_valid * self.power_learnable
+        if self.cfg.power_loss_when == "on" and out.on_logits is not None:
+            mask = mask * batch.status * batch.status_valid  # the watts an "on" answer carries
+        mse = masked_mean((out.power.float() - target) ** 2, mask)
         losses = {"loss_power": mse, "loss": self.cfg.power_loss_weight * mse}
         if out.on_logits is not None:
             bce = F.binary_cross_entropy_with_logits(out.on_logits.float(), batch.status, reduction="none")
