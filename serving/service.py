@@ -5,16 +5,19 @@
 Endpoints (JSON; the OpenAPI page is at /docs): POST /detect, /predict (one device), POST /detect_batch,
 /predict_batch (many devices, one model call), POST /report (a week or month of one device's readings -> the
 report data of `airwatt report`), POST /model (version, appliances, window, decision rule, limits);
-BentoML's own GET /healthz, /livez, /readyz (ready once the model is loaded) and /metrics (Prometheus, with
-the device-state cache's counters: airwatt_state_cache_lookups_total{outcome}, _evictions_total, _devices).
+BentoML's own GET /healthz, /livez, /readyz (ready once every worker has loaded the model and run its
+warm-up) and /metrics (Prometheus, with the device-state cache's counters:
+airwatt_state_cache_lookups_total{outcome}, _evictions_total, _devices; and the warm-up's).
 
 A call is answered from the readings it sends (or, in the session form, all readings sent in the session);
 each worker's device-state cache only saves computing what it already computed (docs/serving.md).
 
 Errors: 400 for a malformed body (pydantic: the field and the problem), 422 ``{"error", "field"}`` for a
 well-formed request this model cannot answer, 409 ``{"error", "field", "devices"}`` for a session-form call
-this worker holds no state for (resend the history). Settings come from params.yaml ``serve`` (read once,
-here, when the service is imported: they size the workers); AIRWATT_MODEL_URI overrides the model.
+this worker holds no state for (resend the history); before any parsing, 413 for a body over
+``serve.max_body_mib``, 415 for a form or pickle body, 503 with Retry-After while ``serve.max_concurrency``
+calls are in progress in the worker (airwatt.serving.guard). Settings come from params.yaml ``serve`` (read
+once, here, when the service is imported: they size the workers); AIRWATT_MODEL_URI overrides the model.
 
 To add an endpoint: a method that calls one function of the package, as below.
 """
@@ -33,14 +36,17 @@ from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from airwatt.serving.engine import Engine, configure_threads, expected_history_passes
+from airwatt.serving.guard import BodyLimit, ConcurrencyLimit
 from airwatt.serving.inputs import RequestError, SessionConflict
 from airwatt.serving.loading import (
     StagedModel,
+    WarmMarks,
     report_settings,
     serve_settings,
     service_config,
     stage_model,
 )
+from airwatt.serving.openapi import OpenAPIDocument
 from airwatt.serving.schemas import (
     DetectBatchRequest,
     DetectBatchResponse,
@@ -54,11 +60,24 @@ from airwatt.serving.schemas import (
     ReportRequest,
 )
 from airwatt.serving.state import OUTCOMES
+from airwatt.serving.warmup import warm_up
 
 log = logging.getLogger("airwatt.serving")
 SETTINGS = serve_settings()
 REPORT_SETTINGS = report_settings()
 T = TypeVar("T")
+
+
+@functools.cache
+def warmup_metrics() -> tuple[Any, Any]:
+    """The warm-up's metrics (created in the worker, as ``cache_metrics``)."""
+    import prometheus_client
+
+    calls = prometheus_client.Counter("airwatt_warmup_calls", "engine calls run by the workers' warm-ups")
+    warm = prometheus_client.Gauge(
+        "airwatt_workers_warm", "workers that finished their warm-up", multiprocess_mode="livesum"
+    )
+    return calls, warm
 
 
 @functools.cache
@@ -103,14 +122,31 @@ class AirWatt:
     def stage() -> None:
         """Main process, before any worker: resolve, download and check the model; exit if it fails."""
         stage_model(SETTINGS.model_uri)
+        WarmMarks.prepare()
 
     def __init__(self) -> None:
+        self.marks = WarmMarks(SETTINGS.workers, bentoml.server_context.worker_index)
         configure_threads(SETTINGS.torch_threads)
         staged = StagedModel.from_env() or stage_model(SETTINGS.model_uri)
         self.engine = Engine.load(staged, SETTINGS)
         self._counted = dict.fromkeys(OUTCOMES, 0)
         self._evicted = 0
+        self.heavy = asyncio.Semaphore(SETTINGS.max_heavy_calls)
         cache_metrics()
+
+    @bentoml.on_startup
+    def warm(self) -> None:
+        """Before this worker serves: every kind of call once (airwatt.serving.warmup), then mark it warm."""
+        done = warm_up(self.engine, REPORT_SETTINGS)
+        calls, warm = warmup_metrics()
+        calls.inc(done.calls)
+        warm.set(1)
+        self.marks.mark_warm()
+        log.info("worker %s warm: %d calls in %.2f s", self.marks.mine, done.calls, done.seconds)
+
+    async def __is_ready__(self) -> bool:
+        """/readyz: 200 once every worker of the server is warm (503 before)."""
+        return self.marks.all_warm()
 
     def _export_cache_stats(self) -> None:
         lookups, evictions, devices = cache_metrics()
@@ -137,6 +173,12 @@ class AirWatt:
         finally:
             self._export_cache_stats()
 
+    async def _heavy(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a thread, at most ``serve.max_heavy_calls`` at once in this worker (a month's
+        report holds a few hundred MiB while it runs); the others wait here, holding no thread."""
+        async with self.heavy:
+            return await asyncio.to_thread(fn, *args)
+
     @bentoml.api(route="/detect")
     async def detect(self, request: DeviceReadings, /) -> DetectResponse:
         """Which appliances are on at the newest reading, with probability and since when."""
@@ -153,7 +195,7 @@ class AirWatt:
         """Watts per appliance for every reading sent (or the newest only), plus the remainder."""
         try:
             if not request.newest_only:
-                return as_json(await asyncio.to_thread(self.engine.predict_series, request))  # type: ignore[return-value]
+                return as_json(await self._heavy(self.engine.predict_series, request))  # type: ignore[return-value]
             results = await self._call([request], self.engine.predict, [request], True)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
@@ -179,8 +221,8 @@ class AirWatt:
             if request.newest_only:
                 args = (request.devices, self.engine.predict, request.devices, True)
                 results = await self._call(*args)
-            else:  # whole series: always in a thread
-                results = await asyncio.to_thread(self.engine.predict, request.devices, False)
+            else:  # whole series: a heavy call
+                results = await self._heavy(self.engine.predict, request.devices, False)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
         except SessionConflict as e:
@@ -193,7 +235,7 @@ class AirWatt:
         """A period of one device's readings -> per local day and week/month: energy (kWh), on-hours, cycles,
         peak, share and cost per appliance and the unexplained remainder; events; gaps (docs/reports.md)."""
         try:
-            return await asyncio.to_thread(self.engine.report, request, REPORT_SETTINGS)
+            return await self._heavy(self.engine.report, request, REPORT_SETTINGS)
         except RequestError as e:
             return unprocessable(e)  # type: ignore[return-value]
 
@@ -201,3 +243,15 @@ class AirWatt:
     def model(self) -> ModelInfo:
         """The served model: version, appliances, window, decision rule, request limits, this worker."""
         return self.engine.info().model_copy(update={"worker": bentoml.server_context.worker_index})
+
+
+# Outermost first: a call over the worker's limit is refused before its body is read.
+AirWatt.add_asgi_middleware(
+    ConcurrencyLimit,
+    max_concurrency=SETTINGS.max_concurrency,
+    retry_after_s=SETTINGS.retry_after_s,
+    large_body_bytes=round(SETTINGS.large_body_mib * 2**20),
+    max_large_calls=SETTINGS.max_large_calls,
+)
+AirWatt.add_asgi_middleware(BodyLimit, max_body_bytes=round(SETTINGS.max_body_mib * 2**20))
+AirWatt.add_asgi_middleware(OpenAPIDocument)  # /docs.json as the service answers (airwatt.serving.openapi)

@@ -11,6 +11,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
@@ -80,9 +81,14 @@ def load_service(model_uri: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def client(trained_bundle: Path) -> Iterator[TestClient]:
-    module = load_service(str(trained_bundle))
-    with TestClient(module.AirWatt.to_asgi()) as c:
+def service(trained_bundle: Path) -> Any:
+    """serving/service.py, imported once for the module."""
+    return load_service(str(trained_bundle))
+
+
+@pytest.fixture(scope="module")
+def client(service: Any) -> Iterator[TestClient]:
+    with TestClient(service.AirWatt.to_asgi()) as c:
         os.environ.pop(STAGED_ENV, None)  # recorded by the service's start-up: not for later servers
         yield c
 
@@ -573,6 +579,137 @@ def test_too_many_devices_is_a_422(trained_bundle: Path) -> None:
     reqs = [req(readings(), device_id=f"x-{i}") for i in range(3)]
     with pytest.raises(RequestError, match="3 devices; at most 2"):
         small.detect(reqs)
+
+
+# ------------------------------------------------------------------------- reading times and request sizes
+FAR = "9999-12-31T23:00:00Z"  # 1,000 readings from here end in the year 10000
+
+
+def _now() -> pd.Timestamp:
+    return pd.Timestamp.now(tz="UTC").floor("5s")
+
+
+def _far_batch() -> dict[str, Any]:
+    return {"devices": [body(readings(), device_id="ok"), body([1.0] * 1000, "far", pd.Timestamp(FAR))]}
+
+
+def _far_last_timestamp() -> dict[str, Any]:
+    recent = [(_now() - pd.Timedelta(seconds=5 * (600 - i))).isoformat() for i in range(599)]
+    return {"device_id": "t", "power_w": [1.0] * 600, "timestamps": [*recent, "9999-12-31T23:59:59Z"]}
+
+
+@pytest.mark.parametrize(
+    ("path", "make", "field"),
+    [
+        ("/detect", lambda: body([100.0] * 1000, start=pd.Timestamp(FAR)), "start"),
+        ("/predict", lambda: body([100.0] * 1000, start=pd.Timestamp(FAR)), "start"),
+        ("/predict", lambda: body([100.0] * 1000, start=pd.Timestamp(FAR), newest_only=True), "start"),
+        ("/report", lambda: body([100.0] * 1000, start=pd.Timestamp(FAR)), "start"),
+        ("/report", lambda: body([100.0] * 1000, start=pd.Timestamp("2300-01-01T00:00:00Z")), "start"),
+        ("/detect", lambda: body([100.0] * 1000, start=pd.Timestamp("0001-01-01T00:00:00Z")), "start"),
+        ("/detect_batch", _far_batch, r"devices\[1\].start"),
+        ("/predict_batch", _far_batch, r"devices\[1\].start"),
+        ("/detect", _far_last_timestamp, r"timestamps\[599\]"),
+        ("/detect", lambda: {"device_id": "s", "continues": FAR, "power_w": [1.0]}, "continues"),
+        # starting 23 h ahead: reading 721 (1 h in) is the first past the limit (722 across a 5 s edge)
+        ("/detect", lambda: body([1.0] * 1000, start=_now() + pd.Timedelta(hours=23)), r"power_w\[72[12]\]"),
+    ],
+    ids=["detect", "predict", "predict-newest", "report", "report-2300", "year-1", "detect-batch",
+         "predict-batch", "timestamps", "session", "last-readings"],
+)  # fmt: skip
+def test_implausible_reading_times_are_a_422_naming_the_field(
+    client: TestClient, path: str, make: Any, field: str
+) -> None:
+    """Times outside serve.earliest_reading .. the server's clock + serve.max_ahead_s (24 h) are refused
+    before anything is computed (1,000 readings from 9999-12-31T23:00 were an HTTP 500: year 10000)."""
+    r = client.post(path, json=make())
+    assert r.status_code == 422, r.text
+    assert re.fullmatch(field, r.json()["field"]) and "not a plausible reading time" in r.json()["error"]
+
+
+def test_readings_up_to_now_and_the_allowed_clock_skew_are_answered(client: TestClient) -> None:
+    ahead = _now() + pd.Timedelta(hours=23)  # a monitor whose clock runs ahead (within serve.max_ahead_s)
+    for end in (_now(), ahead):
+        start = end - pd.Timedelta(seconds=5 * 599)
+        r = client.post("/detect", json=body(readings(600), device_id="now", start=start))
+        assert r.status_code == 200 and pd.Timestamp(r.json()["at"]) == end
+
+
+def test_a_report_that_does_not_reconcile_is_a_422(
+    client: TestClient, service: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report's totals must add up within report.reconcile_tolerance_*; when they do not (here: no
+    tolerance at all, so float rounding breaks it), the answer is a 422 saying so, not a 500."""
+    strict = service.REPORT_SETTINGS.model_copy(
+        update={"reconcile_tolerance_kwh": 0.0, "reconcile_tolerance_fraction": 0.0}
+    )
+    monkeypatch.setattr(service, "REPORT_SETTINGS", strict)
+    r = client.post("/report", json=body(readings(2000), device_id="rec"))
+    assert r.status_code == 422 and r.json()["field"] == "power_w"
+    assert "do not reconcile" in r.json()["error"] and "'rec'" in r.json()["error"]
+
+
+def test_predict_of_every_reading_is_capped_across_a_batch(client: TestClient, engine: Engine) -> None:
+    """/predict_batch answered every reading of up to serve.max_devices x serve.max_readings (17 million
+    values back); now at most serve.max_series_readings readings in the whole call."""
+    cap = engine.limits.max_series_readings
+    n = cap // 3 + 1
+    devices = [body([100.0] * n, device_id=f"s-{i}") for i in range(3)]  # each under max_readings
+    r = client.post("/predict_batch", json={"devices": devices})
+    assert r.status_code == 422 and r.json()["field"] == "devices"
+    assert f"{3 * n:,} readings" in r.json()["error"] and "max_series_readings" in r.json()["error"]
+    r = client.post("/predict_batch", json={"devices": devices, "newest_only": True})
+    assert r.status_code == 200 and [len(x["remainder_w"]) for x in r.json()["results"]] == [1, 1, 1]
+
+
+def test_readings_are_capped_across_a_batch(trained_bundle: Path) -> None:
+    small = new_engine(trained_bundle, max_batch_readings=1500)
+    reqs = [req(readings(600), device_id=f"b-{i}") for i in range(3)]
+    with pytest.raises(RequestError, match="1,800 readings in 3 devices; at most 1,500") as e:
+        small.detect(reqs)
+    assert e.value.field == "devices"
+    stretched = DeviceReadings(device_id="t", timestamps=[T0, T0 + pd.Timedelta(hours=2)], power_w=[1.0, 2.0])
+    with pytest.raises(RequestError, match="at most 1,500"):  # a timestamp span counts as its grid's readings
+        small.detect([req(readings(600), device_id="b"), stretched])
+    assert len(small.detect(reqs[:2])) == 2
+
+
+def test_form_bodies_are_a_415_not_a_500(client: TestClient) -> None:
+    """BentoML decodes multipart and url-encoded bodies as forms (a garbled one was a 500): refused."""
+    form = b'--x\r\nContent-Disposition: form-data; name="device_id"\r\n\r\nd\r\n--x--\r\n'
+    for content_type in ("multipart/form-data; boundary=x", "multipart/form-data",
+                         "application/x-www-form-urlencoded"):  # fmt: skip
+        r = client.post("/detect", content=form, headers={"content-type": content_type})
+        assert r.status_code == 415 and r.json()["field"] == "content-type", (content_type, r.text)
+    r = client.post("/detect", content=json.dumps(body(readings())), headers={"content-type": "text/plain"})
+    assert r.status_code == 200  # any other type is read as JSON, as before
+
+
+# ------------------------------------------------------------------------------------------- warm-up
+def test_the_warm_up_runs_every_path_and_leaves_no_trace(trained_bundle: Path) -> None:
+    from airwatt.serving.loading import report_settings
+    from airwatt.serving.warmup import warm_up
+
+    cold, fresh = new_engine(trained_bundle), new_engine(trained_bundle)
+    done = warm_up(cold, report_settings())
+    assert done.calls >= 10 and done.devices == 51
+    assert len(cold.cache) == 0 and len(cold.cache.free) == cold.cache.capacity
+    assert sum(cold.cache.stats.outcomes.values()) == 0 and cold.cache.stats.evictions == 0
+    call = [req(readings(), device_id="after")]
+    assert cold.detect_rows(call) == fresh.detect_rows(call)  # the same answers as an engine never warmed
+
+
+def test_readyz_waits_for_every_worker_to_be_warm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airwatt.serving.loading import WARM_DIR_ENV, WarmMarks
+
+    monkeypatch.setenv(WARM_DIR_ENV, str(tmp_path))
+    one, two = WarmMarks(2, 1), WarmMarks(2, 2)
+    one.mark_warm()
+    assert not one.all_warm() and not two.all_warm()
+    two.mark_warm()
+    assert one.all_warm() and two.all_warm()
+    WarmMarks(2, 2)  # worker 2 restarts: cold again until its warm-up ends
+    assert not one.all_warm()
 
 
 # ------------------------------------------------------------------------------------------- loading

@@ -1,12 +1,17 @@
-"""The service over real HTTP: `bentoml serve` started on a free loopback port (one server for the module),
-start-up failure on a missing model, and `bentoml build` offline from serving/bentofile.yaml."""
+"""The service over real HTTP: `bentoml serve` started on a free loopback port (one server for the module,
+and one with small limits for the guards), start-up failure on a missing model, and `bentoml build` offline
+from serving/bentofile.yaml."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import select
+import socket
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -73,6 +78,15 @@ def served(tmp: Path, model_uri: str, **serve: object) -> Iterator[str]:
 def server(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One server for the module, with the default settings (two workers)."""
     with served(tmp_path_factory.mktemp("serve"), str(trained_bundle)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def guarded(trained_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server (two workers) with small guards: one call in progress per worker, 1 MiB bodies."""
+    with served(
+        tmp_path_factory.mktemp("guarded"), str(trained_bundle), max_concurrency=1, max_body_mib=1
+    ) as url:
         yield url
 
 
@@ -255,3 +269,100 @@ def test_bentoml_build_works_offline(tmp_path: Path) -> None:
     assert (src / "src" / "airwatt" / "serving" / "engine.py").is_file()
     openapi = (bento / "apis" / "openapi.yaml").read_text()
     assert "/detect_batch" in openapi and "/predict" in openapi
+
+
+# ----------------------------------------------------------------------------------- ready, warm, guarded
+def metric(text: str, name: str) -> float:
+    return float(re.search(rf"^{name} ([0-9.e+]+)$", text, re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_ready_means_every_worker_is_warm(guarded: str) -> None:
+    """Right after /readyz answers 200 (first use of this server): both workers ran their warm-up, and the
+    first batch of 50 new devices (a history pass each) is not much slower than the next one."""
+    with httpx.Client(base_url=guarded, timeout=30) as c:
+        text = c.get("/metrics").text
+        assert metric(text, "airwatt_workers_warm") == 2
+        assert metric(text, "airwatt_warmup_calls_total") >= 2 * 10  # every worker's warm-up calls
+        assert re.search(r'airwatt_state_cache_lookups_total\{outcome="miss_absent"\} 0', text)  # forgotten
+        took = []
+        for batch in range(2):
+            devices = [device(seed=i, device_id=f"w-{batch}-{i}") for i in range(50)]
+            t = time.perf_counter()
+            assert c.post("/detect_batch", json={"devices": devices}).status_code == 200
+            took.append(time.perf_counter() - t)
+    assert took[0] < 5 * took[1] + 0.25, took  # cold first calls (torch's first passes) took seconds
+
+
+def raw_post(url: str, head: str, chunks: list[bytes], wait_s: float = 0.2) -> tuple[bytes, int]:
+    """POST over a plain socket: ``head`` (request line and headers), then ``chunks`` one by one, waiting
+    ``wait_s`` after each for an answer; (the answer, body bytes sent before it came)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head.encode())
+        sent = 0
+        for chunk in [b"", *chunks]:
+            s.sendall(chunk)
+            sent += len(chunk)
+            if select.select([s], [], [], wait_s)[0]:
+                break
+        answer = b""
+        while data := s.recv(65536):
+            answer += data
+            if b"\r\n\r\n" in answer and b'"}' in answer:
+                break
+    return answer, sent
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(guarded: str) -> None:
+    """By its Content-Length (nothing of the body sent) and, chunked, once the bytes passed 1 MiB."""
+    head = "POST /report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    answer, sent = raw_post(guarded, head + f"Content-Length: {8 * 2**20}\r\n\r\n", [])
+    assert answer.startswith(b"HTTP/1.1 413") and b"serve.max_body_mib" in answer and sent == 0
+    piece = 128 * 1024
+    chunk = f"{piece:x}\r\n".encode() + b" " * piece + b"\r\n"
+    answer, sent = raw_post(
+        guarded, head + "Transfer-Encoding: chunked\r\n\r\n", [chunk] * 64
+    )  # 8 MiB offered
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent <= 2**20 + 2 * len(chunk)  # refused as soon as it passed the limit
+
+
+def test_overload_is_a_503_with_retry_after_and_probes_still_answer(guarded: str) -> None:
+    """Six slow calls at once on a server taking one per worker: the others are refused at once (503,
+    Retry-After), /readyz and /metrics answer meanwhile, and once the slow calls end a call is served."""
+    slow = device(90_000, device_id="slow")  # a report of 5 days: seconds of work
+    slow["power_w"] = [round(v, 1) for v in slow["power_w"]]
+    body = json.dumps(slow).encode()
+    assert len(body) < 2**20
+
+    def post(_: int) -> httpx.Response:
+        with httpx.Client(base_url=guarded, timeout=60) as c:
+            return c.post("/report", content=body, headers={"content-type": "application/json"})
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(post, i) for i in range(6)]
+        time.sleep(0.3)
+        with httpx.Client(base_url=guarded, timeout=10) as c:
+            probes = [c.get("/readyz").status_code, c.get("/metrics").status_code]
+        answers = [f.result() for f in futures]
+    statuses = sorted(r.status_code for r in answers)
+    assert set(statuses) == {200, 503} and statuses.count(200) <= 2, statuses
+    refused = [r for r in answers if r.status_code == 503]
+    assert all(r.headers["retry-after"] == "1" and "max_concurrency" in r.json()["error"] for r in refused)
+    assert probes == [200, 200]
+    with httpx.Client(base_url=guarded, timeout=30) as c:
+        assert c.post("/detect", json=device()).status_code == 200
+
+
+def test_no_internal_endpoint_is_served(guarded: str) -> None:
+    with httpx.Client(base_url=guarded, timeout=30) as c:
+        assert c.post("/infer_windows", json={"windows": [[0.0] * 512]}).status_code == 404
+        paths = c.get("/docs.json").json()["paths"]
+    assert not {p for p in paths if p not in {"/healthz", "/livez", "/readyz", "/metrics"}} - {
+        "/detect",
+        "/detect_batch",
+        "/predict",
+        "/predict_batch",
+        "/report",
+        "/model",
+    }

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from airwatt.errors import ConfigError
 
@@ -329,6 +337,20 @@ class ServeParams(_Section):
     max_readings: int = Field(gt=0, description="readings per device per request")
     max_report_readings: int = Field(gt=0, description="readings per POST /report request")
     max_devices: int = Field(gt=0, description="devices per batch request")
+    max_batch_readings: int = Field(gt=0, description="readings per batch request, all devices together")
+    max_series_readings: int = Field(
+        gt=0, description="readings answered one by one per call (/predict, /predict_batch of every reading)"
+    )
+    earliest_reading: AwareDatetime = Field(description="readings (and continues) before are rejected")
+    max_ahead_s: float = Field(
+        ge=0, description="readings later than the server clock plus this are rejected"
+    )
+    max_body_mib: float = Field(gt=0, description="request bodies above are refused (413) before parsing")
+    max_concurrency: int = Field(gt=0, description="calls in progress per worker; more answer 503")
+    large_body_mib: float = Field(gt=0, description="a body over this (or of unknown length) is a large call")
+    max_large_calls: int = Field(gt=0, description="large calls in progress per worker; more answer 503")
+    retry_after_s: int = Field(gt=0, description="Retry-After of a 503 (overload)")
+    max_heavy_calls: int = Field(gt=0, description="/report, /predict of every reading at once per worker")
 
 
 class ProtocolSource(_Section):

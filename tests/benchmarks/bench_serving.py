@@ -4,6 +4,7 @@ per update.
     .venv/bin/python -m tests.benchmarks.bench_serving [--duration-s 30] [--modes batch single paced miss]
         [--forms session stateless] [--batch-points 50x6] [--devices 2000] [--concurrency 16]
         [--paced-devices 5000] [--paced-s 600] [--model BUNDLE_DIR] [--baseline REV] [--no-breakdown]
+        [--first-s 90] [--first-bucket-s 10] [--first-baseline REV]   # --modes first: see below
 
 Starts `bentoml serve` (serving/service.py, params.yaml ``serve``: two workers) on a free loopback port
 and drives it from this process (aiohttp, on the same two cores). Every device is a stream: each call for
@@ -24,7 +25,11 @@ one connection, so a device's calls reach one worker. Modes:
   after a warm-up that sends every device's history once (batch calls, not measured);
 - ``miss``: in-process, the cost of a cache miss (the history resent to a worker without the state)
   next to the previous engine's call for the same request (``--baseline`` git revision, default the
-  commit before the streaming engine), one device per call.
+  commit before the streaming engine), one device per call;
+- ``first``: the first minute after /readyz (not in the default modes): per ``--batch-points`` and form, a
+  fresh server driven at once (no warm-up of any kind: each device's first call carries its history), then
+  the same server with as many new devices; updates/s and p99 per ``--first-bucket-s`` bucket against the
+  steady state after 60 s; ``--first-baseline REV`` runs the fresh-server part for that revision too.
 
 Printed per run: device-updates/s, p50/p95/p99/max latency per HTTP call, server CPU per update (the whole
 `bentoml serve` process tree) and the client's, the cache's hit rate (its lookups from /metrics), the 409
@@ -128,16 +133,21 @@ class Streams:
 
 
 # ------------------------------------------------------------------------------------------ the server
-def start_server(model_dir: Path, port: int, home: Path, serve: dict[str, object]) -> subprocess.Popen:
-    """`bentoml serve` on loopback; ``serve`` overrides keys of params.yaml ``serve`` (via AIRWATT_PARAMS)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+def start_server(
+    model_dir: Path, port: int, home: Path, serve: dict[str, object], repo: Path = REPO
+) -> subprocess.Popen:
+    """`bentoml serve` on loopback; ``serve`` overrides keys of params.yaml ``serve`` (via AIRWATT_PARAMS);
+    ``repo``: another checkout's service and package (a git worktree of a baseline revision)."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
     params["serve"].update(serve)
     home.mkdir(parents=True, exist_ok=True)
     (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "AIRWATT_MODEL_URI": str(model_dir), "BENTOML_HOME": str(home),
            "BENTOML_DO_NOT_TRACK": "true", "AIRWATT_PARAMS": str(home / "params.yaml")}  # fmt: skip
+    if repo != REPO:
+        env["PYTHONPATH"] = str(repo / "src")
     args = [str(Path(sys.executable).parent / "bentoml"), "serve", "service:AirWatt", "--working-dir",
-            str(REPO / "serving"), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+            str(repo / "serving"), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -367,6 +377,109 @@ async def paced(
             await h.close()
 
 
+@dataclass
+class Timeline:
+    """Every call's end (seconds since the server answered /readyz), latency and device updates."""
+
+    ready_t: float
+    calls: list[tuple[float, float, int]] = field(default_factory=list)
+    workers: list[int] = field(default_factory=list)  # the worker each client's connection reached
+
+    def record(self, latency_s: float, updates: int) -> None:
+        self.calls.append((time.perf_counter() - self.ready_t, latency_s, updates))
+
+    def buckets(self, width_s: float, dur_s: float) -> list[tuple[float, float, float, int]]:
+        """Per whole ``width_s`` bucket up to ``dur_s``: (its start, updates/s, p99 ms, calls)."""
+        out = []
+        for lo in np.arange(0, dur_s - width_s + 1e-9, width_s):
+            sel = [c for c in self.calls if lo <= c[0] < lo + width_s]
+            if sel:
+                p99 = float(np.percentile([c[1] for c in sel], 99)) * 1000
+                out.append((float(lo), sum(c[2] for c in sel) / width_s, p99, len(sel)))
+        return out
+
+
+async def first_minute_loop(
+    url: str, streams: Streams, form: str, groups: list[list[int]], per_call: int, dur: float, tl: Timeline
+) -> None:
+    """Closed loop from the moment the server is ready: no warm-up of any kind, so each device's first call
+    carries its history (a miss) as after a deploy; every call is recorded on ``tl``."""
+    end = tl.ready_t + dur
+
+    async def client(group: list[int], http: aiohttp.ClientSession) -> None:
+        i = 0
+        res = Result("first minute")
+        async with http:
+            tl.workers.append(await worker_of(http))
+            while time.perf_counter() < end:
+                chosen = [group[(i + j) % len(group)] for j in range(per_call)]
+                i += per_call
+                calls, updates = len(res.latencies_s), res.updates
+                await send(http, streams, form, chosen, res)  # one call, or two with a 409's resend
+                latencies = res.latencies_s[calls:]
+                for j, latency in enumerate(latencies):
+                    tl.record(latency, res.updates - updates if j == len(latencies) - 1 else 0)
+
+    https = [session(url) for _ in groups]  # no balancing: that would be a warm-up of its own
+    await asyncio.gather(*(client(g, h) for g, h in zip(groups, https, strict=True)))
+
+
+def first_minute_table(title: str, tl: Timeline, args: argparse.Namespace) -> None:
+    buckets = tl.buckets(args.first_bucket_s, args.first_s)
+    steady = [b for b in buckets if b[0] >= 60.0] or buckets[-1:]
+    steady_rate = float(np.mean([b[1] for b in steady]))
+    steady_p99 = float(np.median([b[2] for b in steady]))
+    print(f"{title} (connections per worker {dict(sorted(Counter(tl.workers).items()))}):")
+    for lo, rate, p99, n in buckets:
+        span, share = f"{lo:.0f}-{lo + args.first_bucket_s:.0f} s", rate / steady_rate
+        print(f"  {span:>10}  {rate:>9,.0f} updates/s ({share:4.0%} of steady)  p99 {p99:6.1f} ms  {n} calls")
+    print(f"  steady (from 60 s): {steady_rate:,.0f} updates/s, p99 {steady_p99:.1f} ms", flush=True)
+
+
+def first_minute(args: argparse.Namespace, model_dir: Path, home: Path, history: int) -> None:
+    """Per batch point and form: a fresh server, driven from the moment /readyz answers 200 (each device's
+    first call carries its history); then, on the same server, as many new devices again (what the
+    devices' histories cost on a server that has been serving). Throughput and p99 per bucket against the
+    steady state (the buckets after the first minute). With ``--first-baseline REV``, the fresh-server run
+    also for that revision's service (a git worktree), on the same machine."""
+    checkouts = [("this tree", REPO)]
+    with tempfile.TemporaryDirectory(prefix="airwatt-first-") as tmp:
+        if args.first_baseline:
+            old = Path(tmp) / "tree"
+            subprocess.run(["git", "worktree", "add", "--detach", str(old), args.first_baseline], cwd=REPO,
+                           check=True, capture_output=True)  # fmt: skip
+            checkouts.append((args.first_baseline, old))
+        try:
+            for per_call, clients in args.batch_points:
+                for form in args.forms:
+                    for name, repo in checkouts:
+                        _first_runs(args, model_dir, home, history, per_call, clients, form, name, repo)
+        finally:
+            if args.first_baseline:
+                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")], cwd=REPO,
+                               capture_output=True)  # fmt: skip
+
+
+def _first_runs(
+    args: argparse.Namespace, model_dir: Path, home: Path, history: int, per_call: int, clients: int,
+    form: str, name: str, repo: Path,
+) -> None:  # fmt: skip
+    port = free_port()
+    proc = start_server(model_dir, port, home / f"first-{per_call}x{clients}-{form}-{len(name)}", {}, repo)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        runs = [("fresh server", 0)] + ([("same server, new devices", args.devices)] if repo == REPO else [])
+        for what, base in runs:
+            tl = Timeline(time.perf_counter())
+            ids = list(range(base, base + args.devices))
+            groups = [ids[c::clients] for c in range(clients)]
+            asyncio.run(first_minute_loop(url, Streams(history), form, groups, per_call, args.first_s, tl))
+            first_minute_table(f"{name}: {what}, batch {per_call}x{clients} {form}", tl, args)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def run(mode: str, url: str, pid: int, coro_fn: Any) -> Result:
     """``coro_fn(res)`` measured from ``res.start()`` (or from its beginning) to its end."""
     res = Result(mode)
@@ -558,6 +671,9 @@ def served_runs(args: argparse.Namespace, modes: list[str], url: str, pid: int, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration-s", type=float, default=30.0, help="seconds per closed-loop run")
+    ap.add_argument("--first-s", type=float, default=90.0, help="first mode: seconds from /readyz")
+    ap.add_argument("--first-bucket-s", type=float, default=10.0, help="first mode: bucket width")
+    ap.add_argument("--first-baseline", default=None, help="first mode: also this git revision's service")
     ap.add_argument("--modes", nargs="+", default=["batch", "single", "paced", "miss"])
     ap.add_argument("--forms", nargs="+", default=["session", "stateless"], choices=["session", "stateless"])
     ap.add_argument(
@@ -591,7 +707,9 @@ def main() -> None:
               f"{bundle.window_length}, history {history} readings")  # fmt: skip
         if "miss" in args.modes:
             miss_cost(model_dir, history, bundle.window_length, args.baseline)
-        served_modes = [m for m in args.modes if m != "miss"]
+        if "first" in args.modes:
+            first_minute(args, model_dir, Path(tmp) / "first", history)
+        served_modes = [m for m in args.modes if m not in ("miss", "first")]
         if served_modes:
             port = free_port()
             proc = start_server(model_dir, port, Path(tmp) / "bentoml", {})

@@ -39,7 +39,7 @@ import torch
 
 from airwatt.appliances import inventory_columns
 from airwatt.config import ReportParams, ServeParams
-from airwatt.errors import ConfigError
+from airwatt.errors import ConfigError, DataError
 from airwatt.models import ModelBundle
 from airwatt.models.causal import CausalNet
 from airwatt.models.decision import NEVER, DecisionRule, DecisionState, decide_series
@@ -53,6 +53,7 @@ from airwatt.serving.inputs import (
     SessionReadings,
     as_time,
     check_batch_size,
+    check_series_size,
     to_grid,
     to_grids,
     to_session,
@@ -74,6 +75,9 @@ log = logging.getLogger(__name__)
 # A hit steps each new reading (~0.3 ms for one device, about the same for 50 together); a miss runs the
 # history in one pass (~1.5 ms for one device): beyond this many new readings, recomputing is cheaper.
 MAX_STEP_READINGS = 8
+# Devices per history pass (torch): a pass holds every layer's inputs over the history, about 1.3 MiB per
+# device (a batch of 1,000 misses in one pass took 1.3 GiB more in its worker; docs/serving.md).
+PASS_DEVICES = 64
 PROB_DECIMALS = 6  # prob_on is sent rounded (float32 outputs carry about 7 significant digits)
 
 
@@ -197,7 +201,7 @@ class Engine:
     def states(self, requests: Sequence[DeviceReadings]) -> list[Answer]:
         """The answer at each request's newest reading (module docstring). RequestError (422) names the
         device's field in a batch; SessionConflict (409) changes nothing."""
-        check_batch_size(len(requests), self.limits)
+        check_batch_size(requests, self.limits)
         parsed = self._parse(requests)
         with self.lock:
             steps, misses, answers = self._classify(parsed)
@@ -207,8 +211,8 @@ class Engine:
             short = [m for m in misses if len(m.grid) < self.history]
             seeded = [m for m in misses if len(m.grid) >= self.history]
             for group, compute in ((short, self._windows), (seeded, self._fresh)):
-                if group:
-                    for i, answer in compute(group).items():
+                for lo in range(0, len(group), PASS_DEVICES):  # chunks: bounded transient memory
+                    for i, answer in compute(group[lo : lo + PASS_DEVICES]).items():
                         answers[i] = answer
         assert all(a is not None for a in answers)
         return [a for a in answers if a is not None]
@@ -583,7 +587,8 @@ class Engine:
     def predict(self, requests: Sequence[DeviceReadings], newest_only: bool) -> list[PredictResponse]:
         """Watts per appliance: at the newest reading (the served state's watts), or of every reading."""
         if not newest_only:
-            check_batch_size(len(requests), self.limits)
+            check_batch_size(requests, self.limits)
+            check_series_size(requests, self.limits)
             return [_under(i, len(requests), self.predict_series, r) for i, r in enumerate(requests)]
         answers = self.states(requests)
         return [self._newest_prediction(r, a) for r, a in zip(requests, answers, strict=True)]
@@ -612,6 +617,7 @@ class Engine:
         if req.continues is not None:
             raise RequestError("continues", "predict of every reading takes the whole series, not a session")
         grid = to_grid(req, self.limits)
+        check_series_size([req], self.limits)
         pred = self.bundle.predict_series(grid.aggregate_w, grid.valid)
         keep = self._keep(req)
         power = pred.power_w.astype(np.float64)[:, keep]  # (T, A') the device's appliances
@@ -637,20 +643,23 @@ class Engine:
         grid = to_grid(req, dataclasses.replace(self.limits, max_readings=self.cfg.max_report_readings))
         pred = self.bundle.predict_series(grid.aggregate_w, grid.valid)
         timestamps_ms = grid.start_ms + np.arange(len(grid), dtype=np.int64) * grid.interval_ms
-        body = report_for_series(
-            timestamps_ms,
-            grid.aggregate_w,
-            grid.valid,
-            np.asarray(pred.power_w),
-            np.asarray(pred.on, bool),
-            appliances=self.bundle.appliances,
-            interval_s=self.bundle.interval_s,
-            timezone=req.timezone,
-            params=params,
-            period=req.period,
-            device_id=req.device_id,
-            inventory=req.appliances,
-        )
+        try:
+            body = report_for_series(
+                timestamps_ms,
+                grid.aggregate_w,
+                grid.valid,
+                np.asarray(pred.power_w),
+                np.asarray(pred.on, bool),
+                appliances=self.bundle.appliances,
+                interval_s=self.bundle.interval_s,
+                timezone=req.timezone,
+                params=params,
+                period=req.period,
+                device_id=req.device_id,
+                inventory=req.appliances,
+            )
+        except DataError as e:  # e.g. totals that do not reconcile: these readings get no report
+            raise RequestError("power_w", f"no report can be made of these readings: {e}") from None
         return {"model_version": self.model_version, **body}
 
 

@@ -16,6 +16,7 @@ Two request forms: *stateless* (a device's recent readings: ``start`` + ``interv
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,6 +69,10 @@ class Limits:
     max_power_w: float
     max_readings: int
     max_devices: int
+    max_batch_readings: int  # all devices of a call together
+    max_series_readings: int  # answered one by one (predict of every reading), all devices together
+    earliest_ms: int  # readings before are implausible
+    max_ahead_ms: int  # readings after the server's clock plus this are implausible
 
     @classmethod
     def of(cls, cfg: ServeParams, bundle: ModelBundle) -> Limits:
@@ -80,7 +85,15 @@ class Limits:
             max_power_w=cfg.max_power_w,
             max_readings=cfg.max_readings,
             max_devices=cfg.max_devices,
+            max_batch_readings=cfg.max_batch_readings,
+            max_series_readings=cfg.max_series_readings,
+            earliest_ms=_epoch_ms(cfg.earliest_reading),
+            max_ahead_ms=round(cfg.max_ahead_s * 1000),
         )
+
+    def latest_ms(self) -> int:
+        """The latest plausible reading time now: the server's clock plus ``max_ahead_ms``."""
+        return time.time_ns() // 1_000_000 + self.max_ahead_ms
 
     @property
     def interval_ms(self) -> int:
@@ -155,6 +168,57 @@ def _check_power(power: np.ndarray, limits: Limits) -> None:
         )
 
 
+def _implausible(when: str, ms: int, limits: Limits, latest_ms: int) -> str:
+    """Why a reading time ``ms`` (written ``when``) is not plausible: before ``earliest_ms`` or after
+    ``latest_ms``."""
+    if ms < limits.earliest_ms:
+        return (
+            f"{when} is before {as_time(limits.earliest_ms).isoformat()} (serve.earliest_reading): not a "
+            "plausible reading time"
+        )
+    return (
+        f"{when} is after {as_time(latest_ms).isoformat(timespec='seconds')}, the server's clock plus "
+        f"{limits.max_ahead_ms / 1000:g} s (serve.max_ahead_s): not a plausible reading time"
+    )
+
+
+def check_times(field: str, first: datetime, n: int, limits: Limits) -> int:
+    """Readings ``first + i * interval`` (i < n) at plausible times; their first time (epoch ms). The
+    error names ``field`` (``first`` out of range) or the first reading past the latest time."""
+    first_ms, iv = _epoch_ms(first), limits.interval_ms
+    latest = limits.latest_ms()
+    if not limits.earliest_ms <= first_ms <= latest:
+        raise RequestError(field, _implausible(first.isoformat(), first_ms, limits, latest))
+    if first_ms + (n - 1) * iv > latest:
+        k = (latest - first_ms) // iv + 1  # the first reading past it
+        when = f"reading {k} ({as_time(first_ms + k * iv).isoformat()})"
+        raise RequestError(f"power_w[{k}]", _implausible(when, first_ms + k * iv, limits, latest))
+    return first_ms
+
+
+def _check_timestamps(ts_ms: np.ndarray, timestamps: Sequence[datetime], limits: Limits) -> None:
+    latest = limits.latest_ms()
+    bad = np.flatnonzero((ts_ms < limits.earliest_ms) | (ts_ms > latest))
+    if len(bad):
+        i = int(bad[0])
+        raise RequestError(
+            f"timestamps[{i}]", _implausible(timestamps[i].isoformat(), int(ts_ms[i]), limits, latest)
+        )
+
+
+def grid_length(req: DeviceReadings, limits: Limits) -> int:
+    """The readings a request stands for on the model's grid (what checking and computing it costs): its
+    readings, or the span of its timestamps, or a session's readings after the slots it skips."""
+    n = len(req.power_w)
+    if req.timestamps is not None:
+        span_s = (req.timestamps[-1] - req.timestamps[0]).total_seconds()
+        return max(n, int(span_s // limits.interval_s) + 1)
+    if req.continues is not None and req.start is not None:
+        skipped = int((req.start - req.continues).total_seconds() // limits.interval_s) - 1
+        return n + max(skipped, 0)
+    return n
+
+
 def _check_interval(req: DeviceReadings, limits: Limits) -> None:
     if req.interval_s is not None and abs(req.interval_s - limits.interval_s) > 1e-9:
         raise RequestError(
@@ -176,9 +240,10 @@ def to_grid(req: DeviceReadings, limits: Limits) -> GridReadings:
     if req.timestamps is None:
         assert req.start is not None and req.interval_s is not None  # the schema guarantees one time form
         _check_interval(req, limits)
-        start_ms, raw = _epoch_ms(req.start), power
+        start_ms, raw = check_times("start", req.start, n, limits), power
     else:
         ts_ms = np.array([_epoch_ms(t) for t in req.timestamps], dtype=np.int64)
+        _check_timestamps(ts_ms, req.timestamps, limits)
         start_ms, slots_n = grid_span(ts_ms, interval_ms)
         if slots_n > limits.max_readings:
             raise RequestError(
@@ -215,6 +280,10 @@ def to_grids(requests: Sequence[DeviceReadings], limits: Limits) -> list[GridRea
             or req.interval_s != limits.interval_s
         ):
             return None
+    starts = np.array([_epoch_ms(req.start) for req in requests], np.int64)  # type: ignore[arg-type]
+    ends = starts + (n - 1) * limits.interval_ms
+    if (starts < limits.earliest_ms).any() or (ends > limits.latest_ms()).any():
+        return None
     power = np.array([req.power_w for req in requests], dtype=np.float64)  # (D, n); null -> NaN
     if (power > limits.max_power_w).any():
         return None
@@ -224,7 +293,7 @@ def to_grids(requests: Sequence[DeviceReadings], limits: Limits) -> list[GridRea
         power[i], valid[i] = fill_short_gaps(power[i], limits.fill_slots)
         power[i, ~valid[i]] = np.nan
     return [
-        GridReadings(req.device_id, _epoch_ms(req.start), limits.interval_ms, power[i], valid[i], present[i])  # type: ignore[arg-type]
+        GridReadings(req.device_id, int(starts[i]), limits.interval_ms, power[i], valid[i], present[i])
         for i, req in enumerate(requests)
     ]
 
@@ -236,8 +305,12 @@ def to_session(req: DeviceReadings, limits: Limits) -> SessionReadings:
     _check_interval(req, limits)
     power = np.array(req.power_w, dtype=np.float64)
     _check_power(power, limits)
-    continues_ms, interval_ms = _epoch_ms(req.continues), limits.interval_ms
-    start_ms = continues_ms + interval_ms if req.start is None else _epoch_ms(req.start)
+    continues_ms, interval_ms = check_times("continues", req.continues, 1, limits), limits.interval_ms
+    if req.start is None:
+        start_ms = continues_ms + interval_ms
+        check_times("continues", as_time(start_ms), len(power), limits)
+    else:
+        start_ms = check_times("start", req.start, len(power), limits)
     skip, off_grid = divmod(start_ms - continues_ms - interval_ms, interval_ms)
     if skip < 0 or off_grid:
         raise RequestError(
@@ -268,8 +341,11 @@ def to_sessions(requests: Sequence[DeviceReadings], limits: Limits) -> list[Sess
     if (power > limits.max_power_w).any():
         return None
     iv = limits.interval_ms
+    continues = np.array([_epoch_ms(req.continues) for req in requests], np.int64)  # type: ignore[arg-type]
+    if (continues < limits.earliest_ms).any() or (continues + iv > limits.latest_ms()).any():
+        return None
     return [
-        SessionReadings(req.device_id, _epoch_ms(req.continues), iv, power[i : i + 1])  # type: ignore[arg-type]
+        SessionReadings(req.device_id, int(continues[i]), iv, power[i : i + 1])
         for i, req in enumerate(requests)
     ]
 
@@ -284,6 +360,31 @@ def unknown_reason(at: datetime, valid: bool, missing: int, limits: Limits) -> s
     )
 
 
-def check_batch_size(n_devices: int, limits: Limits) -> None:
-    if n_devices > limits.max_devices:
-        raise RequestError("devices", f"{n_devices} devices; at most {limits.max_devices} per request")
+def _total_readings(requests: Sequence[DeviceReadings], limits: Limits) -> int:
+    """Readings of all devices on the grid, each counted up to ``max_readings`` (more is its own error)."""
+    return sum(min(grid_length(r, limits), limits.max_readings + 1) for r in requests)
+
+
+def check_batch_size(requests: Sequence[DeviceReadings], limits: Limits) -> None:
+    """At most ``max_devices`` devices and ``max_batch_readings`` readings in one call."""
+    n = len(requests)
+    if n > limits.max_devices:
+        raise RequestError("devices", f"{n} devices; at most {limits.max_devices} per request")
+    total = _total_readings(requests, limits)
+    if total > limits.max_batch_readings:
+        raise RequestError(
+            "devices",
+            f"{total:,} readings in {n} devices; at most {limits.max_batch_readings:,} per request "
+            "(serve.max_batch_readings): split the batch",
+        )
+
+
+def check_series_size(requests: Sequence[DeviceReadings], limits: Limits) -> None:
+    """At most ``max_series_readings`` readings answered one by one in one call (the answer's size)."""
+    total = _total_readings(requests, limits)
+    if total > limits.max_series_readings:
+        raise RequestError(
+            "devices" if len(requests) > 1 else "power_w",
+            f"{total:,} readings to answer one by one; at most {limits.max_series_readings:,} per request "
+            "(serve.max_series_readings): split the call, or ask for newest_only",
+        )

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MODEL_URI_ENV = "AIRWATT_MODEL_URI"  # overrides serve.model_uri (tests, containers)
 PARAMS_ENV = "AIRWATT_PARAMS"  # params.yaml to read (default: the repository's, else ./params.yaml)
 STAGED_ENV = "AIRWATT_SERVING_STAGED"  # set by the deployment hook: the staged model's JSON record
+WARM_DIR_ENV = "AIRWATT_SERVING_WARM_DIR"  # set by the deployment hook: where workers mark themselves warm
 EVERY_URL = "^"  # an OpenTelemetry excluded_urls pattern (a regex search) that every URL matches
 _REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
@@ -60,7 +61,7 @@ def service_config(cfg: ServeParams) -> dict[str, Any]:
     on, BENTOML_CONFIG's ``tracing`` section (exporter, sample rate) applies as BentoML documents it."""
     config: dict[str, Any] = {
         "workers": cfg.workers,
-        "traffic": {"timeout": cfg.timeout_s},
+        "traffic": {"timeout": cfg.timeout_s},  # no max_concurrency: airwatt.serving.guard answers 503
     }
     if not cfg.tracing:
         config["tracing"] = {"excluded_urls": [EVERY_URL]}
@@ -129,3 +130,36 @@ def stage_model(uri: str) -> StagedModel:
     log.info("serving model %s (%s) from %s", uri, staged.version, staged.bundle_dir)
     staged.to_env()
     return staged
+
+
+class WarmMarks:
+    """Which workers of this server have loaded the model and run their warm-up: one file per worker in a
+    directory the deployment hook creates (``AIRWATT_SERVING_WARM_DIR``, inherited by the workers), so
+    that any worker answering /readyz can tell whether all of them are warm. Without the directory (the
+    service in-process, one instance) only this instance counts."""
+
+    def __init__(self, workers: int, worker_index: int | None) -> None:
+        root = os.environ.get(WARM_DIR_ENV)
+        self.dir = Path(root) if root else None
+        self.workers = workers
+        self.mine = f"worker-{worker_index or 1}"
+        self.warm = False
+        if self.dir is not None:
+            (self.dir / self.mine).unlink(missing_ok=True)  # a restarted worker is cold again
+
+    @staticmethod
+    def prepare() -> None:
+        """Main process, before the workers start: a fresh, empty directory for their marks."""
+        os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="airwatt-serving-warm-")
+
+    def mark_warm(self) -> None:
+        self.warm = True
+        if self.dir is not None:
+            (self.dir / self.mine).write_text(str(os.getpid()))
+
+    def all_warm(self) -> bool:
+        if not self.warm:
+            return False
+        if self.dir is None:
+            return True
+        return sum(1 for p in self.dir.glob("worker-*")) >= self.workers

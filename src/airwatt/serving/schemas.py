@@ -10,15 +10,26 @@ limits) are checked by ``airwatt.serving.inputs`` and fail with HTTP 422.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from airwatt.serving.openapi import openapi_30
 
 # A reading: finite watts >= 0, or null for a missing one. strict: "312.5" (a string) or true is refused.
 PowerReading = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)] | None
 
 
-class _Body(BaseModel):
+class _Schema(BaseModel):
+    """A body whose JSON schema is written in OpenAPI 3.0's dialect, the one BentoML publishes
+    (airwatt.serving.openapi)."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return openapi_30(super().model_json_schema(*args, **kwargs))
+
+
+class _Body(_Schema):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -151,7 +162,7 @@ class PredictBatchRequest(_Body):
 Status = Literal["ok", "unknown"]
 
 
-class ApplianceState(BaseModel):
+class ApplianceState(_Schema):
     on: bool = Field(description="the state by the model's causal decision rule (docs/serving.md)")
     prob_on: float = Field(
         description="the model's probability that the appliance is on at the newest reading"
@@ -162,7 +173,7 @@ class ApplianceState(BaseModel):
     )
 
 
-class DetectResponse(BaseModel):
+class DetectResponse(_Schema):
     device_id: str
     model_version: str
     at: datetime = Field(description="the newest reading (the one answered)")
@@ -171,7 +182,7 @@ class DetectResponse(BaseModel):
     appliances: dict[str, ApplianceState] = Field(description="empty when status is unknown")
 
 
-class PredictResponse(BaseModel):
+class PredictResponse(_Schema):
     device_id: str
     model_version: str
     start: datetime = Field(description="time of the first value below")
@@ -183,17 +194,17 @@ class PredictResponse(BaseModel):
     predicted: list[bool]
 
 
-class DetectBatchResponse(BaseModel):
+class DetectBatchResponse(_Schema):
     model_version: str
     results: list[DetectResponse]
 
 
-class PredictBatchResponse(BaseModel):
+class PredictBatchResponse(_Schema):
     model_version: str
     results: list[PredictResponse]
 
 
-class ApplianceInfo(BaseModel):
+class ApplianceInfo(_Schema):
     on_threshold_w: float
     min_on_s: float
     min_off_s: float
@@ -206,7 +217,7 @@ class ApplianceInfo(BaseModel):
     )
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(_Schema):
     model_version: str
     model_uri: str
     arch: str

@@ -17,6 +17,7 @@ The cache is an optimisation only: the answer to a call never depends on it (see
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -95,6 +96,13 @@ class StateCache:
             entry = Entry(row, 0, float("nan"), 0, 0)
         self.entries[device_id] = entry
         return entry
+
+    def forget(self, device_ids: Sequence[str]) -> None:
+        """Drop these devices' states (their rows are free again); unknown ids are ignored."""
+        for device_id in device_ids:
+            entry = self.entries.pop(device_id, None)
+            if entry is not None:
+                self.free.append(entry.row)
 
     def count(self, outcome: str) -> None:
         self.stats.outcomes[outcome] += 1
