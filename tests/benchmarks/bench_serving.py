@@ -29,7 +29,11 @@ one connection, so a device's calls reach one worker. Modes:
 - ``first``: the first minute after /readyz (not in the default modes): per ``--batch-points`` and form, a
   fresh server driven at once (no warm-up of any kind: each device's first call carries its history), then
   the same server with as many new devices; updates/s and p99 per ``--first-bucket-s`` bucket against the
-  steady state after 60 s; ``--first-baseline REV`` runs the fresh-server part for that revision too.
+  steady state after 60 s; ``--first-baseline REV`` runs the fresh-server part for that revision too;
+- ``largest``: the largest calls params.yaml ``serve`` accepts (a month's /report in both forms, a batch
+  of ``max_devices`` devices with ``max_batch_readings`` readings, ``max_series_readings`` answered one by
+  one), one at a time on a fresh server: answer, time, the answering worker's RSS growth (sampled every
+  10 ms); then eight of the largest bodies at once (not in the default modes).
 
 Printed per run: device-updates/s, p50/p95/p99/max latency per HTTP call, server CPU per update (the whole
 `bentoml serve` process tree) and the client's, the cache's hit rate (its lookups from /metrics), the 409
@@ -41,14 +45,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -56,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import numpy as np
 import psutil
 import yaml
@@ -638,6 +646,108 @@ def batch_point(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected DEVICESxCLIENTS, e.g. 50x6") from None
 
 
+def worker_rss_mib(pid: int) -> dict[int, float]:
+    out = {}
+    for p in tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            out[p.pid] = p.memory_info().rss / 2**20
+    return out
+
+
+def measure_call(url: str, pid: int, name: str, path: str, body: bytes) -> None:
+    """One call; its answer, time and the growth of the busiest worker's RSS (sampled every 10 ms)."""
+    before = worker_rss_mib(pid)
+    peak = dict(before)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for p, rss in worker_rss_mib(pid).items():
+                peak[p] = max(peak.get(p, 0.0), rss)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    t = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=600) as c:
+        r = c.post(path, content=body, headers=JSON)
+    took = time.perf_counter() - t
+    done.set()
+    sampler.join()
+    growth = max(peak[p] - before.get(p, peak[p]) for p in peak)
+    sizes = f"body {len(body) / 2**20:5.1f} MiB  answer {len(r.content) / 2**20:5.2f} MiB"
+    print(f"  {name:<44} {r.status_code}  {sizes}  {took:5.1f} s  worker RSS +{growth:,.0f} MiB (server "
+          f"{sum(peak.values()):,.0f} MiB at the peak)", flush=True)  # fmt: skip
+
+
+def largest_calls(model_dir: Path, home: Path) -> None:
+    """The largest calls params.yaml ``serve`` accepts, one at a time, on a fresh server; then eight of the
+    largest bodies at once."""
+    from airwatt.config import load_params
+
+    cfg = load_params(REPO / "params.yaml").serve
+    port = free_port()
+    proc = start_server(model_dir, port, home, {})
+    url = f"http://127.0.0.1:{port}"
+    rng = np.random.default_rng(0)
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def power(n: int) -> list[float]:
+        return [round(float(v), 1) for v in 90 + 100 * (np.arange(n) % 720 < 240) + rng.normal(0, 3, n)]
+
+    def device(name: str, n: int) -> dict[str, Any]:
+        start = (now - timedelta(seconds=5 * (n + 1))).isoformat()
+        return {"device_id": name, "start": start, "interval_s": 5, "power_w": power(n)}
+
+    try:
+        print(f"largest calls (server RSS after start {tree_rss_mib(proc.pid):,.0f} MiB):")
+        n = cfg.max_report_readings
+        month = device("r", n)
+        measure_call(url, proc.pid, f"/report compact, {n:,} readings", "/report",
+                     json.dumps({**month, "period": "month"}).encode())  # fmt: skip
+        first = now - timedelta(seconds=5 * (n + 1))
+        stamps = [(first + timedelta(seconds=5 * i)).isoformat() for i in range(n)]
+        verbose = json.dumps({"device_id": "r2", "timestamps": stamps, "power_w": month["power_w"],
+                              "period": "month"}).encode()  # fmt: skip
+        measure_call(url, proc.pid, f"/report timestamps, {n:,} readings", "/report", verbose)
+        d = cfg.max_devices
+        h = cfg.max_batch_readings // d
+        batch = {"devices": [device(f"b-{i}", h) for i in range(d)]}
+        measure_call(url, proc.pid, f"/detect_batch {d:,} x {h}", "/detect_batch", json.dumps(batch).encode())
+        measure_call(url, proc.pid, f"/predict_batch newest_only {d:,} x {h} (again)", "/predict_batch",
+                     json.dumps({**batch, "newest_only": True}).encode())  # fmt: skip
+        s = cfg.max_series_readings
+        measure_call(url, proc.pid, f"/predict_batch every reading, 1 x {s:,}", "/predict_batch",
+                     json.dumps({"devices": [device("s", s)]}).encode())  # fmt: skip
+        before = tree_rss_mib(proc.pid)
+        peak = [before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], tree_rss_mib(proc.pid))
+                time.sleep(0.01)
+
+        def post(_: int) -> int:
+            with httpx.Client(base_url=url, timeout=600) as c:
+                return c.post("/report", content=verbose, headers=JSON).status_code
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        t = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            codes = sorted(pool.map(post, range(8)))
+        done.set()
+        sampler.join()
+        print(
+            f"  8 x the {len(verbose) / 2**20:.0f} MiB report at once: answers {codes} in "
+            f"{time.perf_counter() - t:.1f} s; server RSS {before:,.0f} -> {peak[0]:,.0f} MiB at the peak"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def served_runs(args: argparse.Namespace, modes: list[str], url: str, pid: int, history: int) -> None:
     """Every served mode in every form, each on devices of its own (fresh streams)."""
     base = 0
@@ -707,9 +817,11 @@ def main() -> None:
               f"{bundle.window_length}, history {history} readings")  # fmt: skip
         if "miss" in args.modes:
             miss_cost(model_dir, history, bundle.window_length, args.baseline)
+        if "largest" in args.modes:
+            largest_calls(model_dir, Path(tmp) / "largest")
         if "first" in args.modes:
             first_minute(args, model_dir, Path(tmp) / "first", history)
-        served_modes = [m for m in args.modes if m not in ("miss", "first")]
+        served_modes = [m for m in args.modes if m not in ("miss", "first", "largest")]
         if served_modes:
             port = free_port()
             proc = start_server(model_dir, port, Path(tmp) / "bentoml", {})
