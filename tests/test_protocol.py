@@ -39,6 +39,7 @@ REDUCED = {
         "finetune": "all",
         "val_fraction": 0.3,
     },
+    "protocol.train": {"causal": {"sequence_targets": 64, "lr_schedule": "one_cycle"}},  # causal: chunks
     "train.arch": {"causal": {}, "multitask": {"widths": [8, 16], "hidden": 32, "head_hidden": 8}},
     "train.batch_size": 16,
     "train.limit_val_batches": 2,
@@ -60,6 +61,17 @@ def test_a_fold_the_mix_does_not_hold_is_an_error_naming_it() -> None:
     folds = make_folds(pp, ["sim-0000", "sim-0001", "sim-0001-b", "sim-0002", "sim-0003"])
     assert folds[0] == Fold("sim-0001", "loho", ("sim-0001",), ("sim-0001-b",))
     assert [f.kind for f in folds] == ["loho", "loho", "cross_dataset"]
+
+
+def test_protocol_train_overrides_only_keys_the_protocol_leaves_to_it() -> None:
+    from airwatt.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\['seed'\] are not train keys or are set by the protocol"):
+        load_params(REPO / "params.yaml", overrides={**REDUCED, "protocol.train": {"causal": {"seed": 3}}})
+    with pytest.raises(ConfigError, match=r"\['no_such_key'\]"):
+        load_params(
+            REPO / "params.yaml", overrides={**REDUCED, "protocol.train": {"causal": {"no_such_key": 1}}}
+        )
 
 
 def _children(client, parent: str) -> list:

@@ -386,6 +386,23 @@ class AdaptParams(_Section):
     val_fraction: float = Field(gt=0, lt=1, description="share of the k days that picks the checkpoint")
 
 
+# train keys the protocol sets itself per run (protocol.train must not)
+PROTOCOL_TRAIN_KEYS = frozenset(
+    {
+        "augment",
+        "model",
+        "seed",
+        "max_steps",
+        "max_epochs",
+        "limit_train_batches",
+        "source_weights",
+        "checkpoint_dir",
+        "init_from",
+        "finetune",
+    }
+)
+
+
 class ProtocolParams(_Section):
     """The cross-house protocol (airwatt.protocol): training mix, folds, seeds, the few-label curve."""
 
@@ -402,6 +419,9 @@ class ProtocolParams(_Section):
     augment: dict[str, float] = Field(
         default_factory=dict, description="train.augment keys every protocol run overrides"
     )
+    train: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per model: train keys its protocol runs (and fine-tuning) override"
+    )
     adapt: AdaptParams | None = Field(None, description="the few-label curve; null: not run")
 
     @model_validator(mode="after")
@@ -416,6 +436,14 @@ class ProtocolParams(_Section):
         if bad:
             raise ValueError(
                 f"augment: unknown key(s) {bad} (train.augment has {list(AugmentParams.model_fields)})"
+            )
+        keys = {k for per_model in self.train.values() for k in per_model}
+        own = sorted(keys & PROTOCOL_TRAIN_KEYS)
+        bad_train = sorted(keys - set(TrainParams.model_fields))
+        if own or bad_train:
+            raise ValueError(
+                f"train: {own + bad_train} are not train keys or are set by the protocol itself "
+                f"({sorted(PROTOCOL_TRAIN_KEYS)}; augmentation goes in protocol.augment)"
             )
         clash = sorted(set(self.val_devices) & set(self.folds + self.cross_dataset))
         if clash:

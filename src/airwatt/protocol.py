@@ -205,8 +205,10 @@ def fold_overrides(pp: ProtocolParams, fold: Fold) -> dict[str, Any]:
 def train_overrides(
     params: Params, pp: ProtocolParams, model: str, seed: int, checkpoints: Path
 ) -> dict[str, Any]:
-    """train params of one run: the protocol's steps (ten validations), seed, training mix, augmentation."""
+    """train params of one run: the model's protocol.train, the protocol's steps (ten validations), seed,
+    training mix, augmentation."""
     return {
+        **{f"train.{k}": v for k, v in pp.train.get(model, {}).items()},
         "train.augment": {**params.train.augment.model_dump(), **pp.augment},
         "train.model": model,
         "train.seed": seed,
@@ -417,6 +419,7 @@ def adapt_one(
         _prepare_once(prepare, days_ds, load_params(params_path, overrides=site_params), prepared)
         tune = {
             **site_params,
+            **{f"train.{k}": v for k, v in pp.train.get(run.model, {}).items()},
             "train.init_from": str(bundle_dir),
             "train.finetune": ap.finetune,
             "train.seed": run.seed,
