@@ -42,6 +42,7 @@ EDGES = st.datetimes(datetime.min, datetime(1, 1, 1, 1)) | st.datetimes(
     datetime(9999, 12, 31, 23), datetime.max
 )
 CHECKS = [not_a_server_error, response_schema_conformance]
+pytestmark = pytest.mark.server  # `bentoml serve` (`make test-fast` leaves it out)
 
 
 @pytest.fixture(scope="module")

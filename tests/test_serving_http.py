@@ -61,7 +61,8 @@ def served(tmp: Path, model_uri: str, **serve: object) -> Iterator[str]:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["serve"].update(serve)
     (tmp / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = bentoml_env(tmp, model_uri) | {PARAMS_ENV: str(tmp / "params.yaml")}
+    (tmp / "tmp").mkdir(exist_ok=True)
+    env = bentoml_env(tmp, model_uri) | {PARAMS_ENV: str(tmp / "params.yaml"), "TMPDIR": str(tmp / "tmp")}
     port = free_port()
     log = (tmp / "server.log").open("w")
     proc = subprocess.Popen(serve_args(port), env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -238,6 +239,16 @@ def test_a_model_that_cannot_load_stops_bentoml_serve(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0
     assert f"cannot load the model {uri}" in proc.stderr
+
+
+def test_a_stopped_server_leaves_no_staged_copy_behind(trained_bundle: Path, tmp_path: Path) -> None:
+    """Each start stages the bundle and the warm marks in temporary folders: stopping the server (SIGTERM)
+    removes them, so restarts do not pile up copies of the model in the temp folder."""
+    with served(tmp_path, str(trained_bundle), workers=1) as url:
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
+        staged = sorted(p.name for p in (tmp_path / "tmp").glob("airwatt-serving-*"))
+        assert len(staged) == 2, staged  # the bundle copy and the warm marks, while it runs
+    assert not list((tmp_path / "tmp").glob("airwatt-serving-*"))
 
 
 def pins(lines: list[str]) -> dict[str, str]:

@@ -5,7 +5,9 @@ before any worker starts. It resolves the configured URI (an alias is pinned to 
 every worker serves the same version even if the alias moves meanwhile), downloads the bundle, loads it once
 to prove it works, and records the local copy in the environment (``AIRWATT_SERVING_STAGED``), which the
 worker processes inherit and load from. A model that cannot be loaded raises ``SystemExit`` with a message
-naming the URI: the server exits non-zero instead of serving errors.
+naming the URI: the server exits non-zero instead of serving errors. The staged copy and the workers'
+warm-mark folder are temporary folders of the process that made them, removed when it exits (a server
+stopped by SIGTERM or Ctrl-C leaves nothing behind in the temp folder; only a SIGKILL does).
 
 ``model_version``: ``NAME/VERSION`` (registry: ``models:/NAME/VERSION`` loads exactly it) when the model came
 from the registry, else ``sha256:<first 16 hex digits>`` of the bundle's files.
@@ -13,11 +15,13 @@ from the registry, else ``sha256:<first 16 hex digits>`` of the bundle's files.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -116,12 +120,20 @@ def resolve_model(uri: str, work_dir: Path) -> StagedModel:
     return StagedModel(uri, str(bundle_dir), version)
 
 
+def process_temp_dir(prefix: str) -> Path:
+    """A fresh temporary folder that this process removes when it exits (spawned workers do not inherit
+    the registration: BentoML starts them as new interpreters)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def stage_model(uri: str) -> StagedModel:
     """Resolve and load ``uri`` once, record it for the workers; SystemExit naming the URI if it fails."""
     from airwatt.models import ModelBundle
 
     try:
-        staged = resolve_model(uri, Path(tempfile.mkdtemp(prefix="airwatt-serving-")))
+        staged = resolve_model(uri, process_temp_dir("airwatt-serving-"))
         ModelBundle.load(staged.bundle_dir)
     except AirwattError as e:
         detail = str(e) if str(e).startswith(uri) else f"{uri}: {e}"
@@ -150,7 +162,7 @@ class WarmMarks:
     @staticmethod
     def prepare() -> None:
         """Main process, before the workers start: a fresh, empty directory for their marks."""
-        os.environ[WARM_DIR_ENV] = tempfile.mkdtemp(prefix="airwatt-serving-warm-")
+        os.environ[WARM_DIR_ENV] = str(process_temp_dir("airwatt-serving-warm-"))
 
     def mark_warm(self) -> None:
         self.warm = True
