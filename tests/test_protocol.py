@@ -198,3 +198,23 @@ def test_cli_protocol_without_a_protocol_section_is_a_one_line_error(tmp_path: P
     assert proc.returncode == 2
     assert "params.yaml has no protocol section" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_protocol_set_overrides_reach_the_params_and_bad_ones_name_the_key(tmp_path: Path) -> None:
+    from airwatt.cli import parse_sets
+
+    sets = parse_sets(
+        ["protocol.train={causal: {lr: 0.001}}", "train.power_loss_when=on", "protocol.seeds=[4]"]
+    )
+    assert sets == {
+        "protocol.train": {"causal": {"lr": 0.001}},
+        "train.power_loss_when": "on",
+        "protocol.seeds": [4],
+    }
+    p = load_params(overrides=sets)
+    assert p.protocol.train == {"causal": {"lr": 0.001}} and p.train.power_loss_when == "on"
+    cli = [str(Path(sys.executable).parent / "airwatt"), "protocol", "--no-mlflow", "--work", str(tmp_path)]
+    bad = subprocess.run([*cli, "--set", "protocol.max_step=3"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "protocol.max_step" in bad.stderr
+    shape = subprocess.run([*cli, "--set", "max_steps"], capture_output=True, text=True)
+    assert shape.returncode != 0 and "SECTION.KEY=VALUE" in shape.stderr

@@ -308,6 +308,25 @@ def train_cmd(
     )
 
 
+def parse_sets(sets: list[str]) -> dict[str, object]:
+    """``--set SECTION.KEY=VALUE`` options -> load_params overrides (values read as YAML, so JSON works)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in sets:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key or not key.partition(".")[2]:
+            raise typer.BadParameter(f"{item!r}: expected SECTION.KEY=VALUE", param_hint="--set")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(f"{item!r}: VALUE is not YAML: {e}", param_hint="--set") from None
+        if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+            parsed = value.strip()  # YAML 1.1 reads on/off/yes/no as booleans; a key's value "on" stays "on"
+        out[key.strip()] = parsed
+    return out
+
+
 @app.command("protocol")
 def protocol_cmd(
     work: Annotated[
@@ -331,6 +350,15 @@ def protocol_cmd(
     mlflow: Annotated[
         bool, typer.Option("--mlflow/--no-mlflow", help="Track in MLflow (--no-mlflow: a bare GPU box).")
     ] = True,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="SECTION.KEY=VALUE",
+            help="Override a params key for this run (repeatable; VALUE in YAML/JSON), e.g. "
+            "--set 'protocol.train={causal: {lr: 0.001}}' or --set train.power_loss_when=on.",
+        ),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Leave-one-house-out over the real data (and a cross-dataset fold), several seeds: one MLflow parent run
@@ -345,7 +373,7 @@ def protocol_cmd(
         "protocol.cross_dataset": [] if no_cross else (cross_dataset or None),
         "protocol.models": models or None,
     }
-    overrides = {k: v for k, v in chosen.items() if v is not None}
+    overrides = {**parse_sets(sets or []), **{k: v for k, v in chosen.items() if v is not None}}
     result = run_protocol(params, work, overrides=overrides, use_mlflow=mlflow)
     typer.echo(result.table)
     log.info(
