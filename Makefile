@@ -44,14 +44,17 @@ serve: setup ## Serve the @champion model over HTTP on 127.0.0.1:3000 (BentoML)
 notebooks: setup ## Open the notebooks in JupyterLab (kernel: this venv's python3)
 	jupyter lab notebooks
 
-lint: setup ## ruff lint and format check, mypy type check
-	ruff check src tests
-	ruff format --check src tests
+# Python outside the package too: the service and the tool folders' entry points.
+LINT_PATHS := src tests serving
+
+lint: setup ## ruff lint and format check, mypy type check (the package and serving/)
+	ruff check $(LINT_PATHS)
+	ruff format --check $(LINT_PATHS)
 	mypy
 
 format: setup ## Apply ruff fixes and formatting
-	ruff check --fix src tests
-	ruff format src tests
+	ruff check --fix $(LINT_PATHS)
+	ruff format $(LINT_PATHS)
 
 bench: setup ## Run the benchmark scripts (they print figures and the machine); QUICK=1: short runs
 	@for b in tests/benchmarks/bench_*.py; do m=$$(basename $$b .py); echo "== $$m"; \

@@ -28,7 +28,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import bentoml
 import pydantic_core
@@ -108,6 +108,14 @@ def conflict(e: SessionConflict) -> JSONResponse:
     return JSONResponse({"error": str(e), "field": e.fields[0], "devices": e.devices}, status_code=409)
 
 
+def answers(schema: type[BaseModel] | type[dict[str, Any]]) -> type[bentoml.IODescriptor]:
+    """The ``output_spec`` of an endpoint that returns a ready ``Response`` (``as_json``, or an error):
+    BentoML documents ``schema`` as the answer, as it would for a method annotated ``-> schema``. The cast
+    is for BentoML's signature, which names IODescriptor only: its converter takes any pydantic model or
+    dict class and wraps it as it wraps a return annotation (BentoML 1.4 ``APIMethod``)."""
+    return cast("type[bentoml.IODescriptor]", schema)
+
+
 def as_json(body: BaseModel | dict[str, Any]) -> Response:
     """``body`` serialised once, by pydantic. Returned as is by BentoML, which would otherwise dump a
     response model twice (to Python, then to JSON). Detect answers are plain rows of their schema
@@ -179,43 +187,43 @@ class AirWatt:
         async with self.heavy:
             return await asyncio.to_thread(fn, *args)
 
-    @bentoml.api(route="/detect")
-    async def detect(self, request: DeviceReadings, /) -> DetectResponse:
+    @bentoml.api(route="/detect", output_spec=answers(DetectResponse))
+    async def detect(self, request: DeviceReadings, /) -> Response:
         """Which appliances are on at the newest reading, with probability and since when."""
         try:
             results = await self._call([request], self.engine.detect_rows, [request])
         except RequestError as e:
-            return unprocessable(e)  # type: ignore[return-value]
+            return unprocessable(e)
         except SessionConflict as e:
-            return conflict(e)  # type: ignore[return-value]
-        return as_json(results[0])  # type: ignore[return-value]
+            return conflict(e)
+        return as_json(results[0])
 
-    @bentoml.api(route="/predict")
-    async def predict(self, request: PredictRequest, /) -> PredictResponse:
+    @bentoml.api(route="/predict", output_spec=answers(PredictResponse))
+    async def predict(self, request: PredictRequest, /) -> Response:
         """Watts per appliance for every reading sent (or the newest only), plus the remainder."""
         try:
             if not request.newest_only:
-                return as_json(await self._heavy(self.engine.predict_series, request))  # type: ignore[return-value]
+                return as_json(await self._heavy(self.engine.predict_series, request))
             results = await self._call([request], self.engine.predict, [request], True)
         except RequestError as e:
-            return unprocessable(e)  # type: ignore[return-value]
+            return unprocessable(e)
         except SessionConflict as e:
-            return conflict(e)  # type: ignore[return-value]
-        return as_json(results[0])  # type: ignore[return-value]
+            return conflict(e)
+        return as_json(results[0])
 
-    @bentoml.api(route="/detect_batch")
-    async def detect_batch(self, request: DetectBatchRequest, /) -> DetectBatchResponse:
+    @bentoml.api(route="/detect_batch", output_spec=answers(DetectBatchResponse))
+    async def detect_batch(self, request: DetectBatchRequest, /) -> Response:
         """/detect for many devices in one call (one model invocation)."""
         try:
             rows = await self._call(request.devices, self.engine.detect_rows, request.devices)
         except RequestError as e:
-            return unprocessable(e)  # type: ignore[return-value]
+            return unprocessable(e)
         except SessionConflict as e:
-            return conflict(e)  # type: ignore[return-value]
-        return as_json({"model_version": self.engine.model_version, "results": rows})  # type: ignore[return-value]
+            return conflict(e)
+        return as_json({"model_version": self.engine.model_version, "results": rows})
 
-    @bentoml.api(route="/predict_batch")
-    async def predict_batch(self, request: PredictBatchRequest, /) -> PredictBatchResponse:
+    @bentoml.api(route="/predict_batch", output_spec=answers(PredictBatchResponse))
+    async def predict_batch(self, request: PredictBatchRequest, /) -> Response:
         """/predict for many devices in one call."""
         try:
             if request.newest_only:
@@ -224,20 +232,20 @@ class AirWatt:
             else:  # whole series: a heavy call
                 results = await self._heavy(self.engine.predict, request.devices, False)
         except RequestError as e:
-            return unprocessable(e)  # type: ignore[return-value]
+            return unprocessable(e)
         except SessionConflict as e:
-            return conflict(e)  # type: ignore[return-value]
+            return conflict(e)
         response = PredictBatchResponse(model_version=self.engine.model_version, results=results)
-        return as_json(response)  # type: ignore[return-value]
+        return as_json(response)
 
-    @bentoml.api(route="/report")
-    async def report(self, request: ReportRequest, /) -> dict[str, Any]:
+    @bentoml.api(route="/report", output_spec=answers(dict))
+    async def report(self, request: ReportRequest, /) -> dict[str, Any] | Response:
         """A period of one device's readings -> per local day and week/month: energy (kWh), on-hours, cycles,
         peak, share and cost per appliance and the unexplained remainder; events; gaps (docs/reports.md)."""
         try:
             return await self._heavy(self.engine.report, request, REPORT_SETTINGS)
         except RequestError as e:
-            return unprocessable(e)  # type: ignore[return-value]
+            return unprocessable(e)
 
     @bentoml.api(route="/model")
     def model(self) -> ModelInfo:
@@ -245,13 +253,15 @@ class AirWatt:
         return self.engine.info().model_copy(update={"worker": bentoml.server_context.worker_index})
 
 
+# mypy keeps a decorated class's own type (python/mypy#3135): the name holds the Service BentoML made of it.
+SERVICE = cast("bentoml.Service[AirWatt]", AirWatt)
 # Outermost first: a call over the worker's limit is refused before its body is read.
-AirWatt.add_asgi_middleware(
+SERVICE.add_asgi_middleware(
     ConcurrencyLimit,
     max_concurrency=SETTINGS.max_concurrency,
     retry_after_s=SETTINGS.retry_after_s,
     large_body_bytes=round(SETTINGS.large_body_mib * 2**20),
     max_large_calls=SETTINGS.max_large_calls,
 )
-AirWatt.add_asgi_middleware(BodyLimit, max_body_bytes=round(SETTINGS.max_body_mib * 2**20))
-AirWatt.add_asgi_middleware(OpenAPIDocument)  # /docs.json as the service answers (airwatt.serving.openapi)
+SERVICE.add_asgi_middleware(BodyLimit, max_body_bytes=round(SETTINGS.max_body_mib * 2**20))
+SERVICE.add_asgi_middleware(OpenAPIDocument)  # /docs.json as the service answers (airwatt.serving.openapi)
