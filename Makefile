@@ -44,7 +44,7 @@ serve: setup ## Serve the @champion model over HTTP on 127.0.0.1:3000 (BentoML)
 notebooks: setup ## Open the notebooks in JupyterLab (kernel: this venv's python3)
 	jupyter lab notebooks
 
-# Python outside the package too: the service and the tool folders' entry points.
+# The package, its tests and the BentoML service (serving/service.py; mypy reads its files from pyproject.toml).
 LINT_PATHS := src tests serving
 
 lint: setup ## ruff lint and format check, mypy type check (the package and serving/)
