@@ -173,6 +173,13 @@ def test_a_rerun_reuses_every_result_and_starts_no_training(
     assert [r.run_id for r in again.runs] == [r.run_id for r in first.runs]
     assert again.table == first.table
     assert _children(MlflowClient(mlflow_server), again.parent_run_id) == []
+    # a subset (one fold, one seed, one model) reuses the full form's result for it: no new training
+    subset = {"protocol.seeds": [2], "protocol.folds": [FOLDS[1]], "protocol.cross_dataset": []}
+    subset |= {"protocol.models": ["causal"]}
+    part = run_protocol(REPO / "params.yaml", work, overrides={**REDUCED, **subset}, repo=REPO)
+    want = [r.run_id for r in first.runs if (r.model, r.fold, r.seed) == ("causal", FOLDS[1], 2)]
+    assert [r.run_id for r in part.runs] == want
+    assert _children(MlflowClient(mlflow_server), part.parent_run_id) == []
 
 
 def test_cli_protocol_without_a_protocol_section_is_a_one_line_error(tmp_path: Path) -> None:

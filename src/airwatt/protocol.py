@@ -158,6 +158,17 @@ def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# protocol keys that choose which runs happen, not what one run does: a subset reuses the full form's results
+RUN_SELECTION_KEYS = ("seeds", "folds", "cross_dataset", "models")
+
+
+def run_signature(params: Params, mix_hash: str, fold: Fold, model: str, seed: int) -> str:
+    """What one run's result depends on: every param but the run selection, the mix, the run's coordinates."""
+    dumped = params.model_dump(mode="json")
+    dumped["protocol"] = {k: v for k, v in dumped["protocol"].items() if k not in RUN_SELECTION_KEYS}
+    return _hash({"params": dumped, "mix": mix_hash, "fold": fold.house, "model": model, "seed": seed})
+
+
 def _protocol(params: Params) -> ProtocolParams:
     if params.protocol is None:
         raise ConfigError("params.yaml has no protocol section (see docs/generalisation.md)")
@@ -644,8 +655,7 @@ def run_protocol(
         for fold in folds:
             for seed in pp.seeds:
                 done += 1
-                signature = _hash({"params": params.model_dump(mode="json"), "mix": _manifest_hash(mix),
-                                   "fold": fold.house, "model": model, "seed": seed})  # fmt: skip
+                signature = run_signature(params, _manifest_hash(mix), fold, model, seed)
                 cached = _cached(work, model, fold, seed, signature)
                 if cached is not None:
                     log.info(
