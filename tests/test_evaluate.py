@@ -278,7 +278,7 @@ def test_cli_writes_the_report_with_the_key_contract(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert list(report) == ["model", "data", "rule", "appliances", "mean", "switches", "devices"]
+    assert list(report) == ["model", "data", "rule", "appliances", "mean", "switches", "devices", "overlap"]
     assert report["rule"] == "offline"  # the mean baseline is not a real-time model
     assert set(report["appliances"]) == set(APPS)
     for block in (*report["appliances"].values(), report["mean"], *report["devices"]["d-0001"].values()):

@@ -15,6 +15,7 @@ import torch
 
 from airwatt.appliances import APPLIANCES
 from airwatt.config import Params, load_params
+from airwatt.data_ranges import seen_by
 from airwatt.dataset import DatasetWriter, DeviceInfo
 from airwatt.errors import ConfigError
 from airwatt.evaluate import evaluate_bundle
@@ -126,6 +127,8 @@ def test_fine_tuning_a_registered_model_on_a_sites_days_improves_it_there(
     print(f"fridge MAE on the new site: {before:.1f} W before, {after:.1f} W after fine-tuning")
     assert after < 0.7 * before, (before, after)  # the 300 W fridge is learnt from the site's days
     assert tuned.spec.provenance["init_from"] == uri
+    seen = seen_by(tuned.spec.provenance)  # the site's labelled days and all the initial model saw
+    assert seen is not None and {"a-2", "b-0", "b-1"} <= set(seen.devices) and "b-2" not in seen.devices
     assert tuned.spec.norm == ModelBundle.load(_download(uri, tmp_path)).spec.norm  # the model's own scaling
     assert tuned.spec.decision is not None  # the decision rule is tuned again, on the site's validation day
 

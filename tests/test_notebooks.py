@@ -102,8 +102,8 @@ def workbench(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) ->
     prepare(data, params, root / "prepared")
     split_file = root / "prepared" / "split.json"
 
-    def evaluate_model(model: str | Path, out: Path, is_candidate: bool) -> dict[str, Any]:
-        return evaluate(model, data, out, split_file=split_file, split="test")
+    def evaluate_model(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> dict[str, Any]:
+        return evaluate(model, data, out, split_file=split_file, split="test", exclude=exclude)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)

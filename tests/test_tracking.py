@@ -182,14 +182,20 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     # The first candidate becomes champion (no champion yet), with the real evaluation logged to its run.
     cfg = params.register_
 
-    def real_evaluate(model: str | Path, out: Path, is_candidate: bool) -> dict:
+    def real_evaluate(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> dict:
         split_file = prepared / "split.json"
-        return evaluate(model, data, out, split_file=split_file, split="test")
+        return evaluate(model, data, out, split_file=split_file, split="test", exclude=exclude)
 
     promo = tracking.promote(
         first.bundle_dir, real_evaluate, cfg, report_path=tmp_path / "eval.json", split_tag="test"
     )
     assert promo.promoted and promo.champion_after == first.model_version
+    assert promo.candidate_overlaps_training is False  # the test split's devices are held out
+    # What it trained and validated on: logged to its run as well as kept in its bundle.
+    got = client.download_artifacts(first.run_id, tracking.DATA_RANGES_ARTIFACT, str(tmp_path))
+    logged, split = json.loads(Path(got).read_text()), json.loads((prepared / "split.json").read_text())
+    assert sorted(logged["train"]) == split["train"] and sorted(logged["val"]) == split["val"]
+    assert sorted(logged["seen"]) == sorted(split["train"] + split["val"])
     assert json.loads((tmp_path / "eval.json").read_text())["appliances"]
     assert "eval_test/mean/mae_w" in client.get_run(first.run_id).data.metrics
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == first.model_version
@@ -224,7 +230,7 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     assert str(client.get_model_version_by_alias(NAME, "candidate").version) == second.model_version
 
     def scripted(candidate_f1: float) -> Any:
-        def evaluate_model(model: str | Path, out: Path, is_candidate: bool) -> dict:
+        def evaluate_model(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> dict:
             return report(candidate_f1 if is_candidate else 0.5, 20.0)
 
         return evaluate_model

@@ -410,23 +410,28 @@ def promote_cmd(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Evaluate the candidate and the champion on the same data; move @champion only if the candidate wins."""
+    """Evaluate the candidate; compare it with the champion on the selected data less what either trained or
+    validated on, and move @champion only if the candidate wins there (no such data: the champion stays)."""
     from airwatt.atomic import write_json_atomic
     from airwatt.config import load_params
+    from airwatt.data_ranges import DataRanges
     from airwatt.evaluate import evaluate
     from airwatt.tracking import promote
 
     p = load_params(params)
     reg = p.register_
 
-    def evaluate_model(model: str | Path, report: Path, is_candidate: bool) -> dict:
+    def evaluate_model(
+        model: str | Path, report: Path, is_candidate: bool, exclude: DataRanges | None
+    ) -> dict:
         return evaluate(
             model,
             data,
             report,
             split_file=split_file,
             split=split,
-            plots_dir=plots if is_candidate else None,
+            plots_dir=plots if is_candidate and exclude is None else None,
+            exclude=exclude,
         )
 
     result = promote(

@@ -26,7 +26,18 @@ The report (``--out``, written atomically)::
      "mean": {...same keys...},                                             unweighted mean over appliances
      "switches": {NAME: {switch_ons, detected, delay_median_s, delay_p90_s, false_switches_per_day}, "mean"},
      "offline": {"appliances", "mean"},                                     real-time models only
-     "devices": {DEV: {NAME: {...same keys...}}}}                           per device
+     "devices": {DEV: {NAME: {...same keys...}}},                           per device
+     "overlap": {with_training, provenance, devices, hours, evaluated, excluded}}
+
+Overlap with training (airwatt.data_ranges): the evaluated data (per device, the UTC span of the grid slots
+scored) is compared with what the model trained and validated on (its provenance ``data_ranges``). Any
+overlap is logged as a WARNING naming the devices and ranges and reported: ``overlap.with_training`` true,
+``overlap.devices`` the overlapping ranges, ``overlap.hours`` their length; false and empty when disjoint;
+null with ``provenance: "unknown"`` (and a warning) for a model that does not record its data. Input readings
+a window reaches beyond the scored span do not count: the truth scored is what a model can have memorised.
+``exclude`` (promotion's fair comparison) leaves ranges out of the scoring: the model still reads them (as
+input and as a real-time model's history), nothing in them is counted, and a device left with nothing to
+score is skipped; when no device is left, ``NoDisjointData``.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ import torch
 from tqdm import tqdm
 
 from airwatt.atomic import atomic_dir, write_json_atomic
+from airwatt.data_ranges import DataRanges, NoDisjointData, Overlap, Span, seen_by
 from airwatt.dataset import Dataset
 from airwatt.errors import ConfigError, DataError
 from airwatt.metrics import (
@@ -74,6 +86,9 @@ _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # models:/, runs:/, s3:/
 _REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 _PLOT_FILES = (".png", ".csv")
 CSV_STEP_S = 60  # resolution of the plot CSVs (the PNGs show every reading)
+
+
+EXCLUDED_ALL = "all of its selected readings lie in the excluded ranges"
 
 
 class Prediction(Protocol):
@@ -424,6 +439,7 @@ class DeviceResult:
     switches: dict[int, SwitchEvents]
     answered: np.ndarray  # (A, 2): counted on/off readings the model answered, and all counted
     days: dict[int, DayPlot]
+    evaluated: DataRanges  # the UTC span of the scored grid slots
 
 
 def predictions(
@@ -446,8 +462,10 @@ def evaluate_device(
     usable: Sequence[str],
     with_plots: bool,
     time_range: tuple[pd.Timestamp, pd.Timestamp] | None = None,
+    exclude: Sequence[Span] = (),
 ) -> DeviceResult | str:
-    """One device's result, or why it was skipped; only the readings inside ``time_range`` when given."""
+    """One device's result, or why it was skipped; only the readings inside ``time_range`` when given, and
+    none inside the ``exclude`` spans."""
     appliances = list(bundle.appliances)
     interval_s = bundle.spec.interval_s
     # A real-time model on a time range: the service would have the readings before it; load one history
@@ -465,11 +483,21 @@ def evaluate_device(
     if gridded is None:
         return "no readings"
     g, has_power = gridded
-    scored = None
-    if time_range is not None and context_s > 0:
-        step_ms = round(interval_s * 1000)
-        grid_ms = g.start_ms + np.arange(len(g), dtype=np.int64) * step_ms
-        scored = grid_ms >= time_range[0].value // 1_000_000
+    step_ms = round(interval_s * 1000)
+    grid_ms = g.start_ms + np.arange(len(g), dtype=np.int64) * step_ms
+    start_ms, end_ms = g.start_ms, g.start_ms + len(g) * step_ms
+    if time_range is not None:  # the range itself where the grid's edge slots reach beyond it
+        start_ms = max(start_ms, time_range[0].value // 1_000_000)
+        end_ms = min(end_ms, time_range[1].value // 1_000_000)
+    scored = grid_ms >= start_ms if time_range is not None and context_s > 0 else None
+    span = DataRanges.of({device_id: [(start_ms, end_ms)]})  # what is scored
+    if exclude:
+        scored = np.ones(len(g), bool) if scored is None else scored
+        for a, b in exclude:
+            scored &= (grid_ms < a) | (grid_ms >= b)
+        if not scored.any():
+            return EXCLUDED_ALL
+        span = span - DataRanges.of({device_id: exclude})
     lacking = [a for a in appliances if a not in g.status_sources and a in usable]
     if not any(a in g.status_sources for a in appliances):
         return "no ground truth or labels for any of the model's appliances"
@@ -495,7 +523,7 @@ def evaluate_device(
         days = best_days(
             device_id, g, pred, t.present, has_power, status_mask, interval_s=interval_s, timezone=tz
         )
-    return DeviceResult(t, offline_totals, switches, answered, days)
+    return DeviceResult(t, offline_totals, switches, answered, days, span)
 
 
 def _pooled(acc: _Accumulator) -> dict[str, MetricValues]:
@@ -524,8 +552,10 @@ def evaluate_bundle(
     split: str | None = None,
     plots_dir: Path | None = None,
     uri: str | Path | None = None,
+    exclude: DataRanges | None = None,
 ) -> dict[str, Any]:
-    """The evaluation report of one model on one dataset (see the module docstring)."""
+    """The evaluation report of one model on one dataset (see the module docstring); nothing inside
+    ``exclude`` is scored."""
     ds = Dataset(data)
     selected = select_devices(ds, devices, split_file, split)
     ranges = read_time_ranges(split_file, split)
@@ -539,6 +569,7 @@ def evaluate_bundle(
     answered = np.zeros((len(appliances), 2), np.int64)
     plots: dict[int, DayPlot] = {}
     skipped: dict[str, str] = {}
+    evaluated: dict[str, tuple[Span, ...]] = {}
     rule = "offline"
     for dev in tqdm(selected, desc="evaluate", unit="device", disable=None):
         result = evaluate_device(
@@ -548,12 +579,19 @@ def evaluate_bundle(
             usable=usable,
             with_plots=plots_dir is not None,
             time_range=None if ranges is None else ranges.get(dev),
+            exclude=exclude.of_device(dev) if exclude is not None else (),
         )
         if isinstance(result, str):
             skipped[dev] = result
-            log.warning("device %s: %s; skipped", dev, result)
+            log.log(
+                logging.INFO if result == EXCLUDED_ALL else logging.WARNING,
+                "device %s: %s; skipped",
+                dev,
+                result,
+            )
             continue
         acc.add(dev, result.totals)
+        evaluated.update(result.evaluated.spans)
         if result.offline is not None:
             rule = "served"
             acc_offline.add(dev, result.offline)
@@ -563,6 +601,12 @@ def evaluate_bundle(
         for j, day in result.days.items():
             if j not in plots or day.score > plots[j].score:  # the first device among equals
                 plots[j] = day
+    if not acc.devices and exclude is not None:
+        raise NoDisjointData(
+            f"none of the selected devices {selected} has readings with truth for the model's appliances "
+            "outside the excluded ranges",
+            file=ds.root,
+        )
     if not acc.devices:
         raise DataError(
             f"none of the selected devices {selected} has truth for the model's appliances {appliances}",
@@ -611,7 +655,28 @@ def evaluate_bundle(
         offline = _pooled(acc_offline)
         report["offline"] = {"appliances": offline, "mean": mean_over_appliances(offline)}
     report["devices"] = {dev: _device_block(t, appliances) for dev, t in sorted(acc.devices.items())}
+    report["overlap"] = check_overlap(bundle, DataRanges.of(evaluated), exclude).to_json()
     return report
+
+
+def check_overlap(bundle: Disaggregator, evaluated: DataRanges, exclude: DataRanges | None) -> Overlap:
+    """The evaluated data against what the model trained and validated on; a WARNING when they overlap or
+    when the model does not record its data (module docstring)."""
+    overlap = Overlap(evaluated, seen_by(bundle.spec.provenance), exclude)
+    if overlap.with_training is None:
+        log.warning(
+            "the model's provenance does not record the data it trained and validated on (a bundle from "
+            "before data ranges were recorded): cannot tell whether this evaluation overlaps it"
+        )
+    elif overlap.with_training:
+        log.warning(
+            "the evaluation data overlaps the model's training/validation data (%.4g h on devices %s): "
+            "these scores are not held-out: %s",
+            overlap.overlapping.hours(),
+            ", ".join(overlap.overlapping.devices),
+            overlap.overlapping.describe(),
+        )
+    return overlap
 
 
 def evaluate(
@@ -623,8 +688,10 @@ def evaluate(
     split_file: Path | None = None,
     split: str | None = None,
     plots_dir: Path | None = None,
+    exclude: DataRanges | None = None,
 ) -> dict[str, Any]:
-    """Load ``model``, evaluate it on ``data``, write the report to ``out`` atomically; returns the report."""
+    """Load ``model``, evaluate it on ``data`` (nothing inside ``exclude`` scored), write the report to
+    ``out`` atomically; returns the report."""
     select_devices(Dataset(data), devices, split_file, split)  # bad data or selection fails before a download
     bundle = load_model(model)
     report = evaluate_bundle(
@@ -635,6 +702,7 @@ def evaluate(
         split=split,
         plots_dir=plots_dir,
         uri=model,
+        exclude=exclude,
     )
     write_json_atomic(out, report)
     return report

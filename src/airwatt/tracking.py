@@ -7,7 +7,13 @@
   ``bundle`` is the AirWatt model bundle (model.json + weights.safetensors): no pickles anywhere.
   ``download_bundle`` fetches that directory only, so loading it never runs code from the store.
 - Registry: every new version gets the candidate alias; ``promote`` moves the champion alias to it only when
-  it beats the current champion on the same evaluation (rule in params.yaml ``register``).
+  it beats the current champion (rule in params.yaml ``register``) on the selected data less everything
+  either model trained or validated on (their provenance, airwatt.data_ranges): a champion must not keep its
+  place, nor a candidate win it, on data it has seen. No such data: the champion stays, and the reason says
+  so. A candidate whose provenance is unknown (an older bundle) is never compared; a champion whose
+  provenance is unknown is compared on data disjoint from the candidate's, with a warning (its possible
+  advantage only keeps it in place). Decisions: docs/metrics.md, "Overlap with training, and the fair
+  champion gate".
 
 Only mlflow is imported here (no Lightning), so evaluation and serving can use it.
 """
@@ -23,10 +29,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
@@ -39,13 +45,15 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from airwatt.config import RegisterParams
-    from airwatt.models import ModelBundle
+    from airwatt.data_ranges import DataRanges
+    from airwatt.models import ModelBundle, ModelSpec
 
 log = logging.getLogger(__name__)
 
 PYFUNC_MODEL_FILE = Path(__file__).with_name("pyfunc_model.py")
 BUNDLE_ARTIFACT = "bundle"  # the pyfunc artifact key, and its folder: <model>/artifacts/bundle
 MODEL_ARTIFACT = "model"  # name of the logged model inside a run (runs:/<id>/model)
+DATA_RANGES_ARTIFACT = "provenance/data_ranges.json"  # what a run's model trained and validated on
 
 
 # ------------------------------------------------------------------------------------------ where runs go
@@ -212,7 +220,11 @@ def log_run_params(run_id: str, params: Mapping[str, Any], uri: str | None = Non
 
 
 def tag_run(run_id: str, provenance: Mapping[str, Any], uri: str | None = None) -> None:
-    """Git commit (MLflow's own tag, shown in the UI), tree state and data version as run tags."""
+    """Git commit (MLflow's own tag, shown in the UI), tree state and data version as run tags; the devices
+    and time ranges it trained and validated on (airwatt.data_ranges) as the artifact DATA_RANGES_ARTIFACT,
+    with ``seen``: everything the model has seen, its initial model's data included (null when unknown)."""
+    from airwatt.data_ranges import RECORD_KEY, seen_by
+
     tags = {
         "mlflow.source.git.commit": provenance.get("git_commit"),
         "git_dirty": provenance.get("git_dirty"),
@@ -222,6 +234,10 @@ def tag_run(run_id: str, provenance: Mapping[str, Any], uri: str | None = None) 
     for key, value in tags.items():
         if value not in (None, "unknown"):
             c.set_tag(run_id, key, str(value))
+    if RECORD_KEY in provenance:
+        seen = seen_by(provenance)
+        record = {**provenance[RECORD_KEY], "seen": None if seen is None else seen.to_json()}
+        c.log_dict(run_id, record, DATA_RANGES_ARTIFACT)
 
 
 def log_bundle_model(
@@ -462,6 +478,16 @@ def log_evaluation(run_id: str, report: Mapping[str, Any], prefix: str, uri: str
 
 
 # ------------------------------------------------------------------------------------------- promotion
+class Evaluator(Protocol):
+    """``evaluate_model(model, out_json, is_candidate, exclude)``: airwatt.evaluate of ``model`` on the chosen
+    data with nothing inside ``exclude`` scored (None: everything); the report, also written to ``out_json``.
+    Raises airwatt.data_ranges.NoDisjointData when the exclusion leaves nothing to score."""
+
+    def __call__(
+        self, model: str | Path, out: Path, is_candidate: bool, exclude: DataRanges | None, /
+    ) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Promotion:
     """What ``promote`` decided; ``as_json()`` is the DVC metrics file of the evaluate stage."""
@@ -475,6 +501,8 @@ class Promotion:
     metric: str
     candidate_value: float | None
     champion_value: float | None
+    candidate_overlaps_training: bool | None = None  # its report's data vs its own training; None: unknown
+    compared_on: DataRanges | None = None  # the data candidate and champion were compared on
 
     def as_json(self) -> dict[str, Any]:
         def num(v: str | None) -> int | None:
@@ -490,6 +518,9 @@ class Promotion:
             "metric": self.metric,
             "candidate_metric": self.candidate_value,
             "champion_metric": self.champion_value,
+            "candidate_overlaps_training": self.candidate_overlaps_training,
+            "compared_devices": None if self.compared_on is None else self.compared_on.devices,
+            "compared_hours": None if self.compared_on is None else round(self.compared_on.hours(), 6),
         }
 
 
@@ -525,9 +556,111 @@ def candidate_version(candidate: str | Path, cfg: RegisterParams, uri: str | Non
     raise ModelLoadError(f"{text}: promote takes a bundle directory or {prefix}@ALIAS or {prefix}/VERSION")
 
 
+def model_spec(model: str | Path, uri: str | None = None) -> ModelSpec:
+    """The spec (model.json) of a bundle directory or an MLflow model URI, without fetching its weights."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from airwatt.models.bundle import SPEC_FILE, read_spec
+
+    text = str(model)
+    if Path(text).is_dir():
+        return read_spec(text)
+    uri = uri or tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    with tempfile.TemporaryDirectory(prefix="airwatt-spec-") as tmp:
+        try:
+            got = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{text.rstrip('/')}/artifacts/{BUNDLE_ARTIFACT}/{SPEC_FILE}", dst_path=tmp
+            )
+        except (MlflowException, OSError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(
+                f"{text}: cannot read its model spec at tracking URI {uri} ({first})"
+            ) from None
+        return read_spec(Path(got).parent)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The fair comparison's outcome: the decision, both reports on the disjoint data (None when none was
+    scored) and that data (None when the reports do not say)."""
+
+    decision: Decision
+    candidate_report: Mapping[str, Any] | None = None
+    champion_report: Mapping[str, Any] | None = None
+    compared_on: DataRanges | None = None
+
+
+def compare_fairly(
+    candidate: str | Path,
+    champion: str,
+    report: Mapping[str, Any],
+    evaluate_model: Evaluator,
+    cfg: RegisterParams,
+    uri: str | None = None,
+) -> Comparison:
+    """Candidate against champion on the selected data less everything either trained or validated on.
+
+    ``report`` is the candidate's evaluation of the whole selection: when it already is disjoint from both
+    (the usual held-out test split) it is reused, else the candidate is evaluated again without that data.
+    A candidate of unknown provenance is not compared (it could be scored on its own training data); a
+    champion of unknown provenance is, on data disjoint from the candidate's, with a warning: whatever it
+    trained on can only make it harder to beat, never hand the alias to a worse model.
+    """
+    from airwatt.data_ranges import NoDisjointData, evaluated_of, seen_by
+
+    candidate_seen = seen_by(model_spec(candidate, uri).provenance)
+    if candidate_seen is None:
+        return Comparison(
+            Decision(
+                False,
+                "the candidate's provenance does not record the data it trained and validated on (a bundle "
+                "from before data ranges were recorded): no fair comparison is possible, the champion stays",
+            )
+        )
+    champion_seen = seen_by(model_spec(champion, uri).provenance)
+    if champion_seen is None:
+        log.warning(
+            "champion %s does not record the data it trained and validated on: comparing on data disjoint "
+            "from the candidate's only (a champion scored on its own training data can only look better)",
+            champion,
+        )
+    exclude = candidate_seen if champion_seen is None else candidate_seen | champion_seen
+    whose = "both models'" if champion_seen is not None else "the candidate's (the champion's are unknown)"
+    nothing = Decision(
+        False, f"no evaluation data disjoint from {whose} training and validation: the champion stays"
+    )
+    evaluated = evaluated_of(report)
+    if evaluated is not None and not evaluated - exclude:
+        return Comparison(nothing)
+    with tempfile.TemporaryDirectory(prefix="airwatt-promote-") as tmp:
+        try:
+            if evaluated is not None and not evaluated & exclude:
+                candidate_report = report
+            else:
+                candidate_report = evaluate_model(candidate, Path(tmp) / "candidate.json", True, exclude)
+            champion_report = evaluate_model(champion, Path(tmp) / "champion.json", False, exclude)
+        except NoDisjointData as e:
+            log.info("%s", e)
+            return Comparison(nothing)
+    compared = evaluated_of(candidate_report)
+    decision = beats(candidate_report, champion_report, cfg)
+    where = f"disjoint from {whose} training and validation"
+    if compared is not None:
+        where = f"on {len(compared.devices)} device(s), {compared.hours():.4g} h {where}"
+    return Comparison(
+        Decision(decision.promote, f"{decision.reason} ({where})"),
+        candidate_report,
+        champion_report,
+        compared,
+    )
+
+
 def promote(
     candidate: str | Path,
-    evaluate_model: Callable[[str | Path, Path, bool], dict[str, Any]],
+    evaluate_model: Evaluator,
     cfg: RegisterParams,
     *,
     report_path: Path,
@@ -535,29 +668,36 @@ def promote(
     uri: str | None = None,
 ) -> Promotion:
     """Evaluate the candidate (report to ``report_path``), log its metrics to its run, and give it the
-    champion alias when it beats the current champion evaluated on the same data (rule: ``beats``).
+    champion alias when it beats the current champion on data neither trained nor validated on
+    (``compare_fairly``; rule: ``beats``). When no such data exists the champion stays and the reason says so.
 
-    ``evaluate_model(model, out_json, is_candidate)`` runs airwatt.evaluate on the chosen data. With no
-    champion yet the candidate becomes champion; a version that already is champion stays so.
+    With no champion yet the candidate becomes champion (the Promotion records whether its evaluation
+    overlapped its own training); a version that already is champion stays so.
     """
     uri = uri or tracking_uri()
     c = client(uri)
     mv = candidate_version(candidate, cfg, uri)
     champion = version_by_alias(cfg.model_name, cfg.champion_alias, uri)
-    report = evaluate_model(candidate, report_path, True)
+    report = evaluate_model(candidate, report_path, True, None)
     if mv.run_id:
         log_evaluation(mv.run_id, report, f"eval_{split_tag}", uri)
         c.log_dict(mv.run_id, report, f"evaluation/{split_tag}.json")
-    champion_report = None
+    overlap = report.get("overlap")  # absent from a report that does not say (not airwatt.evaluate's)
+    overlaps = overlap.get("with_training") if isinstance(overlap, Mapping) else None
+    comparison = None
     if champion is None:
-        decision = Decision(True, "no champion yet")
+        note = ""
+        if overlaps is True:
+            note = " (its evaluation overlaps its own training data)"
+        elif isinstance(overlap, Mapping) and overlaps is None:
+            note = " (its provenance is unknown)"
+        decision = Decision(True, f"no champion yet{note}")
     elif champion.version == mv.version:
         decision = Decision(False, f"version {mv.version} already is the champion")
     else:
-        with tempfile.TemporaryDirectory(prefix="airwatt-promote-") as tmp:
-            champion_uri = f"models:/{cfg.model_name}/{champion.version}"
-            champion_report = evaluate_model(champion_uri, Path(tmp) / "champion.json", False)
-        decision = beats(report, champion_report, cfg)
+        champion_uri = f"models:/{cfg.model_name}/{champion.version}"
+        comparison = compare_fairly(candidate, champion_uri, report, evaluate_model, cfg, uri)
+        decision = comparison.decision
     if decision.promote:
         c.set_registered_model_alias(cfg.model_name, cfg.champion_alias, mv.version)
     c.set_model_version_tag(cfg.model_name, mv.version, "promotion", decision.reason)
@@ -570,6 +710,8 @@ def promote(
         cfg.champion_alias,
         decision.reason,
     )
+    compared = comparison.candidate_report if comparison else None
+    champion_report = comparison.champion_report if comparison else None
     return Promotion(
         cfg.model_name,
         str(mv.version),
@@ -578,6 +720,8 @@ def promote(
         decision.promote,
         decision.reason,
         cfg.metric,
-        metric_value(report, cfg.metric),
+        metric_value(compared if compared is not None else report, cfg.metric),
         metric_value(champion_report, cfg.metric) if champion_report else None,
+        overlaps if isinstance(overlaps, bool) else None,
+        comparison.compared_on if comparison else None,
     )

@@ -7,6 +7,10 @@ A bundle is a directory::
                          rule of a real-time model, provenance
     weights.safetensors  the state dict as plain tensors (loading it cannot run code, unlike a pickle)
 
+``provenance`` records where the model came from: data version, git commit, MLflow run, and under
+``data_ranges`` the devices and UTC time ranges it trained and validated on (airwatt.data_ranges; a bundle
+without them has unknown provenance, which the champion gate treats as possibly overlapping anything).
+
 Schema versions: "2" (this one) adds ``gap`` and ``decision``. Bundles of version "1" still load: their gap
 policy is the ``max_fill_s`` their provenance recorded with at most 10 % of a window missing, and a
 real-time model among them decides with ``prob_on >= 0.5`` per reading (``DecisionSpec.plain``).

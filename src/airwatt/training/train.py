@@ -10,6 +10,10 @@ that only bound the run's length (max_epochs, max_steps, limit_*, patience) or w
 accelerator, devices, strategy, precision). A later run with the same hash resumes from its ``last.ckpt`` (and
 its MLflow run), so an interrupted training continues, and raising max_epochs trains on. ``fresh=True``
 (``--fresh``) starts over.
+
+Provenance: the bundle records the devices and UTC time ranges of the prepared train and val splits it
+learnt from (``provenance.data_ranges``, airwatt.data_ranges; also the run's artifact
+``provenance/data_ranges.json``), so evaluation can say when it scores seen data and promotion can avoid it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from airwatt import tracking
+from airwatt import data_ranges, tracking
 from airwatt.atomic import write_json_atomic
 from airwatt.config import Params, TrainParams
 from airwatt.errors import ConfigError
@@ -385,6 +389,7 @@ def train(
         "data_dir": str(data_dir),
         "run_id": run_id,
         **tracking.git_state(),
+        data_ranges.RECORD_KEY: data_ranges.training_record(data_dir),  # what it trained and validated on
     }
     if initial is not None:
         assert cfg.init_from is not None
