@@ -41,6 +41,10 @@ label-server: ## Install the Label Studio server into .venv-labelstudio (its own
 serve: setup ## Serve the @champion model over HTTP on 127.0.0.1:3000 (BentoML)
 	airwatt serve
 
+.PHONY: mlflow-postgres
+mlflow-postgres: setup ## MLflow server on PostgreSQL, proxied artifacts, on 127.0.0.1:5000 (docs/team-mlflow.md)
+	bash training/mlflow-postgres.sh
+
 notebooks: setup ## Open the notebooks in JupyterLab (kernel: this venv's python3)
 	jupyter lab notebooks
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,7 +28,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 REQUIRE_SHARED_DATA = "AIRWATT_REQUIRE_SHARED_DATA"
-SERVER_FIXTURES = ("mlflow_server", "label_studio")  # fixtures that start a real server
+REQUIRE_POSTGRES = "AIRWATT_REQUIRE_POSTGRES"
+# fixtures that start a real server
+SERVER_FIXTURES = ("mlflow_server", "label_studio", "postgres_server", "mlflow_postgres_server")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -132,6 +136,63 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ok(f"{url}/health", proc, root / "server.log", what="mlflow server", timeout_s=90)
+        yield url
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+POSTGRES_SCRIPT = REPO / "training" / "mlflow-postgres.sh"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server, started by the project's own script (training/mlflow-postgres.sh start-db): a
+    fresh cluster on a free loopback port, loopback logins trusted, an empty database "mlflow"; its URI.
+    Skips where PostgreSQL is not installed; with AIRWATT_REQUIRE_POSTGRES=1 (CI installs it and sets it)
+    that fails instead, so a green CI run means the PostgreSQL tests ran."""
+    script = ["bash", str(POSTGRES_SCRIPT)]
+    if subprocess.run([*script, "bindir"], capture_output=True).returncode != 0:
+        why = "PostgreSQL server binaries not found (bash training/mlflow-postgres.sh install)"
+        if os.environ.get(REQUIRE_POSTGRES) == "1":
+            pytest.fail(f"{why}; {REQUIRE_POSTGRES}=1 requires them")
+        pytest.skip(why)
+    # Not under pytest's tmp folder (mode 0700 parents): as root the cluster runs as the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="airwatt-postgres-"))
+    try:
+        started = subprocess.run(
+            [*script, "start-db", str(root), str(free_port())], capture_output=True, text=True, timeout=120
+        )
+        if started.returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not start in {root}:\n{started.stdout}{started.stderr}")
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([*script, "stop-db", str(root)], capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_postgres_server(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A team-like tracking server: PostgreSQL backend store, proxied artifacts (a local folder standing in
+    for S3), on a free loopback port. The first start creates MLflow's tables (~30 s on 2 cores)."""
+    root = tmp_path_factory.mktemp("mlflow-postgres-server")
+    port = free_port()
+    hosts = f"127.0.0.1:{port},127.0.0.1,localhost:{port},localhost"
+    log = (root / "server.log").open("w")
+    args = ["--backend-store-uri", postgres_server, "--artifacts-destination", str(root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--allowed-hosts", hosts]  # fmt: skip
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", *args],
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ok(f"{url}/health", proc, root / "server.log", what="mlflow server", timeout_s=180)
         yield url
     finally:
         stop_process(proc)
