@@ -1,6 +1,6 @@
 """A fair champion gate: a model records the devices and time ranges it trained and validated on, `airwatt
 evaluate` says when its data overlaps them, and promotion compares candidate and champion only on data that
-neither has seen (airwatt.data_ranges, airwatt.tracking.promote).
+neither has seen (airwatt.data_ranges, airwatt.promotion.promote).
 
 The promotion tests train two no-skill baselines for real (validation only, so seconds) on a 4-device, 2-hour
 dataset of one appliance, and register them in a local sqlite store:
@@ -28,7 +28,7 @@ from conftest import REPO, square_wave_device
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from airwatt import tracking
+from airwatt import promotion, tracking
 from airwatt.appliances import APPLIANCES
 from airwatt.cli import app
 from airwatt.config import RegisterParams, load_params
@@ -37,6 +37,7 @@ from airwatt.dataset import DatasetWriter, DeviceInfo
 from airwatt.evaluate import evaluate, evaluate_bundle
 from airwatt.labels import derive_labels
 from airwatt.models import GapPolicy, ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model, read_spec
+from airwatt.models.frame import predict_frame
 from airwatt.prepare import prepare
 from airwatt.training.train import train
 
@@ -248,9 +249,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         )
         client = MlflowClient()
         run_id = client.create_run(client.get_experiment_by_name("airwatt").experiment_id).info.run_id
-        model_uri = tracking.log_bundle_model(
-            run_id, legacy, readings, tracking.predict_frame(bundle, readings)
-        )
+        model_uri = tracking.log_bundle_model(run_id, legacy, readings, predict_frame(bundle, readings))
         versions["legacy"] = tracking.register(model_uri, run_id, params.register_)
         yield {"root": root, "data": data, "versions": versions, "params": params}
 
@@ -263,7 +262,7 @@ def by_mae(params: Any) -> RegisterParams:
     )  # fmt: skip
 
 
-def on_devices(data: Path, devices: list[str]) -> tracking.Evaluator:
+def on_devices(data: Path, devices: list[str]) -> promotion.Evaluator:
     def evaluate_model(model: str | Path, out: Path, is_candidate: bool, exclude: DataRanges | None) -> dict:
         return evaluate(model, data, out, devices=devices, exclude=exclude)
 
@@ -292,7 +291,7 @@ def test_promotion_compares_only_on_data_neither_model_trained_or_validated_on(
     assert full["champion"]["mean"]["mae_w"] < full["candidate"]["mean"]["mae_w"]
     assert full["champion"]["overlap"]["devices"].keys() == {"a"}
 
-    promo = tracking.promote(
+    promo = promotion.promote(
         f"models:/{NAME}/{v['candidate']}",
         on_devices(data, ["a", "b"]),
         by_mae(registry["params"]),
@@ -342,7 +341,7 @@ def test_unknown_provenance_never_helps_a_model_to_the_champion_alias(
     data, v = registry["data"], registry["versions"]
     cfg = by_mae(registry["params"])
     champion_is(v["candidate"])
-    old = tracking.promote(
+    old = promotion.promote(
         f"models:/{NAME}/{v['legacy']}", on_devices(data, ["b"]), cfg, report_path=tmp_path / "e1.json",
         split_tag="gate",
     )  # fmt: skip
@@ -350,7 +349,7 @@ def test_unknown_provenance_never_helps_a_model_to_the_champion_alias(
     assert "candidate's provenance does not record the data it trained and validated on" in old.reason
 
     champion_is(v["legacy"])
-    new = tracking.promote(
+    new = promotion.promote(
         f"models:/{NAME}/{v['candidate']}", on_devices(data, ["a", "b"]), cfg,
         report_path=tmp_path / "e2.json", split_tag="gate",
     )  # fmt: skip

@@ -134,7 +134,7 @@ def test_fine_tuning_a_registered_model_on_a_sites_days_improves_it_there(
 
 
 def _download(uri: str, tmp: Path) -> Path:
-    from airwatt.tracking import download_bundle
+    from airwatt.model_uri import download_bundle
 
     out = tmp / "initial"
     return out if out.is_dir() else download_bundle(uri, out)

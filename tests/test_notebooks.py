@@ -77,7 +77,7 @@ def test_notebook_imports_the_package_and_defines_no_logic(path: Path) -> None:
 @pytest.fixture(scope="module")
 def workbench(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) -> Iterator[dict[str, str]]:
     """Environment of the executed notebooks: small fleet, trained bundle, tracking store with two runs."""
-    from airwatt import tracking
+    from airwatt import promotion
     from airwatt.evaluate import evaluate
     from airwatt.prepare import prepare
     from airwatt.simulate import simulate_fleet
@@ -116,7 +116,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) ->
                 epochs_path=root / "metrics" / f"{model}.csv",
                 model_name=model,
             )
-            tracking.promote(
+            promotion.promote(
                 result.bundle_dir,
                 evaluate_model,
                 params.register_,

@@ -746,6 +746,7 @@ def test_a_registered_model_reports_its_registry_version(
     trained_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airwatt import tracking
+    from airwatt.models.frame import predict_frame
 
     monkeypatch.delenv(STAGED_ENV, raising=False)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -756,9 +757,7 @@ def test_a_registered_model_reports_its_registry_version(
     example = pd.DataFrame(
         {"timestamp": pd.date_range("2026-01-05", periods=520, freq="5s"), "power_w": readings(520)}
     )
-    model_uri = tracking.log_bundle_model(
-        run_id, trained_bundle, example, tracking.predict_frame(b, example), uri
-    )
+    model_uri = tracking.log_bundle_model(run_id, trained_bundle, example, predict_frame(b, example), uri)
     version = tracking.register(model_uri, run_id, cfg, uri)
     tracking.client(uri).set_registered_model_alias(cfg.model_name, "champion", version)
     staged = stage_model(f"models:/{cfg.model_name}@champion")

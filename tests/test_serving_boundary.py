@@ -6,7 +6,7 @@ Each check runs in a fresh interpreter that imports the service as `bentoml serv
 Kept out: every top-level module of a pyproject.toml dependency that bentofile.yaml does not list (Lightning,
 torchmetrics, Great Expectations, the Label Studio SDK, DVC, typer, matplotlib...), and Lightning's own
 distributions. MLflow ships in the bento, but only to resolve and download a ``models:/`` URI when the model
-is staged (airwatt.tracking.download_bundle): importing the service, and serving a bundle directory, load
+is staged (airwatt.model_uri.resolve): importing the service, and serving a bundle directory, load
 no mlflow module at all (its tracking and logging parts included).
 """
 

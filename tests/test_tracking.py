@@ -1,5 +1,6 @@
-"""MLflow tracking, registry and the champion rule, against a real `mlflow server` on loopback and against the
-default local sqlite store: what a training run logs, aliases, promotion, and loading a registered bundle."""
+"""MLflow tracking, lineage, the registry and the champion rule (airwatt.tracking, .lineage, .model_uri,
+.promotion), against a real `mlflow server` on loopback and against the default local sqlite store: what a
+training run logs, aliases, promotion, and loading a registered bundle."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from airwatt import tracking
+from airwatt import lineage, mlflow_store, promotion, tracking
 from airwatt.config import RegisterParams, load_params
 from airwatt.evaluate import evaluate
+from airwatt.model_uri import download_bundle
 from airwatt.models import ModelBundle, ModelLoadError
 from airwatt.prepare import prepare
 from airwatt.simulate import simulate_fleet
@@ -52,14 +54,14 @@ def report(f1: float | None, mae_w: float | None) -> dict[str, Any]:
     ],
 )
 def test_promotion_rule(candidate: dict, champion: dict, promoted: bool) -> None:
-    decision = tracking.beats(candidate, champion, register_params())
+    decision = promotion.beats(candidate, champion, register_params())
     assert decision.promote is promoted, decision.reason
 
 
 def test_rule_direction_follows_params() -> None:
     cfg = register_params(metric="mean.mae_w", higher_is_better=False, min_improvement=0.0)
-    assert tracking.beats(report(0.1, 10.0), report(0.9, 20.0), cfg).promote
-    assert not tracking.beats(report(0.9, 30.0), report(0.1, 20.0), cfg).promote
+    assert promotion.beats(report(0.1, 10.0), report(0.9, 20.0), cfg).promote
+    assert not promotion.beats(report(0.9, 30.0), report(0.1, 20.0), cfg).promote
 
 
 def test_default_tracking_uri_is_an_absolute_sqlite_path_at_the_repository_root(
@@ -69,18 +71,18 @@ def test_default_tracking_uri_is_an_absolute_sqlite_path_at_the_repository_root(
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path / "sub")
-    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert mlflow_store.tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
-    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
+    assert mlflow_store.tracking_uri() == "http://127.0.0.1:5999"
 
 
 def test_dataset_version_is_a_content_hash_outside_dvc(tmp_path: Path) -> None:
     (tmp_path / "norm_stats.json").write_text("{}")
     np.save(tmp_path / "a.npy", np.arange(3))
-    v1 = tracking.dataset_version(tmp_path)
-    assert v1.startswith("sha256:") and tracking.dataset_version(tmp_path) == v1
+    v1 = lineage.dataset_version(tmp_path)
+    assert v1.startswith("sha256:") and lineage.dataset_version(tmp_path) == v1
     np.save(tmp_path / "a.npy", np.arange(4))
-    assert tracking.dataset_version(tmp_path) != v1
+    assert lineage.dataset_version(tmp_path) != v1
 
 
 def test_flatten_keeps_every_key() -> None:
@@ -116,7 +118,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.Mo
     for args in (["init", "-q"], ["add", "dvc.yaml"], ["commit", "-qm", "init"]):
         subprocess.run([*git, *args], cwd=tmp_path, check=True, capture_output=True)
     monkeypatch.chdir(tmp_path)
-    return tracking.tracking_uri()
+    return mlflow_store.tracking_uri()
 
 
 def train_tiny(prepared: Path, out: Path, model: str) -> Any:
@@ -159,7 +161,7 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     assert run.data.params["data.version"].startswith("sha256:")
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout
     assert run.data.params["git.commit"] == head.strip()
-    excluded = [f":(exclude){p}" for p in tracking.pipeline_outputs(Path.cwd())]
+    excluded = [f":(exclude){p}" for p in lineage.pipeline_outputs(Path.cwd())]
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
         capture_output=True, text=True, check=True,
@@ -186,7 +188,7 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
         split_file = prepared / "split.json"
         return evaluate(model, data, out, split_file=split_file, split="test", exclude=exclude)
 
-    promo = tracking.promote(
+    promo = promotion.promote(
         first.bundle_dir, real_evaluate, cfg, report_path=tmp_path / "eval.json", split_tag="test"
     )
     assert promo.promoted and promo.champion_after == first.model_version
@@ -201,13 +203,13 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == first.model_version
 
     # download_bundle gets the JSON + safetensors bundle (no pickle) and it predicts; so does the pyfunc.
-    local = tracking.download_bundle(f"models:/{NAME}@champion", tmp_path / "champion")
+    local = download_bundle(f"models:/{NAME}@champion", tmp_path / "champion")
     assert sorted(p.name for p in local.iterdir()) == ["model.json", "weights.safetensors"]
     bundle = ModelBundle.load(local)
     agg = np.load(prepared / "test" / "aggregate_w.npy")
     assert bundle.predict_series(agg).power_w.shape == (len(agg), len(bundle.appliances))
     for i, uri in enumerate((f"models:/{NAME}/{first.model_version}", f"runs:/{first.run_id}/model")):
-        assert ModelBundle.load(tracking.download_bundle(uri, tmp_path / f"by-uri-{i}")).spec == bundle.spec
+        assert ModelBundle.load(download_bundle(uri, tmp_path / f"by-uri-{i}")).spec == bundle.spec
     # `airwatt evaluate` on the registered champion, by URI.
     by_uri = evaluate(
         f"models:/{NAME}@champion",
@@ -236,10 +238,12 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
         return evaluate_model
 
     out = tmp_path / "e.json"
-    worse = tracking.promote(second.bundle_dir, scripted(0.3), cfg, report_path=out, split_tag="t")
+    worse = promotion.promote(second.bundle_dir, scripted(0.3), cfg, report_path=out, split_tag="t")
     assert not worse.promoted and worse.champion_after == first.model_version
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == first.model_version
-    better = tracking.promote(f"models:/{NAME}@candidate", scripted(0.9), cfg, report_path=out, split_tag="t")
+    better = promotion.promote(
+        f"models:/{NAME}@candidate", scripted(0.9), cfg, report_path=out, split_tag="t"
+    )
     assert better.promoted and better.champion_before == first.model_version
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == second.model_version
     tag = client.get_model_version(NAME, second.model_version).tags["promotion"]
@@ -255,12 +259,12 @@ def test_a_model_uri_that_does_not_resolve_names_the_uri_and_the_store(
     (tmp_path / "tmp").mkdir()
     for uri in (f"models:/{NAME}@champion", "models:/no-such-model/3", "runs:/0123456789abcdef/model"):
         with pytest.raises(ModelLoadError) as e:
-            tracking.download_bundle(uri)
+            download_bundle(uri)
         assert uri in str(e.value) and store in str(e.value)
     # nothing half-downloaded left behind
     assert list((tmp_path / "tmp").iterdir()) == [] and list((tmp_path / "cache" / "bundles").iterdir()) == []
     with pytest.raises(ModelLoadError, match="not an MLflow model URI"):
-        tracking.download_bundle("champion")
+        download_bundle("champion")
 
 
 # ------------------------------------------------------------------------------------ lineage (fast)
@@ -293,21 +297,21 @@ def test_git_dirty_means_source_changed_not_pipeline_outputs(tmp_path: Path) -> 
     _git(repo, "add", "-A")
     _git(repo, "-c", "user.email=t@airwatt.local", "-c", "user.name=T", "commit", "-qm", "init")
     head = _git(repo, "rev-parse", "HEAD").strip()
-    assert tracking.git_state(repo) == {"git_commit": head, "git_dirty": "false"}
+    assert lineage.git_state(repo) == {"git_commit": head, "git_dirty": "false"}
 
     # What the pipeline writes: dvc.lock, data/ (its .gitignore, metrics), outs declared outside data/.
     for name in ("dvc.lock", "data/.gitignore", "data/metrics/train.json", "reports/score.json"):
         (repo / name).write_text("rewritten by dvc repro\n")
     (repo / "notes.txt").write_text("untracked\n")
-    assert tracking.git_state(repo) == {"git_commit": head, "git_dirty": "false"}
-    assert tracking.git_state(repo / "src")["git_dirty"] == "false"  # from a subfolder too
+    assert lineage.git_state(repo) == {"git_commit": head, "git_dirty": "false"}
+    assert lineage.git_state(repo / "src")["git_dirty"] == "false"  # from a subfolder too
 
     for name in ("src/a.py", "params.yaml"):
         (repo / name).write_text("edited\n")
-        assert tracking.git_state(repo) == {"git_commit": head, "git_dirty": "true"}, name
+        assert lineage.git_state(repo) == {"git_commit": head, "git_dirty": "true"}, name
         _git(repo, "checkout", "--", name)
     (tmp_path / "no-git").mkdir()
-    assert tracking.git_state(tmp_path / "no-git") == {"git_commit": "unknown", "git_dirty": "unknown"}
+    assert lineage.git_state(tmp_path / "no-git") == {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
 def test_download_without_a_destination_leaves_one_folder_per_model(
@@ -332,8 +336,8 @@ def test_download_without_a_destination_leaves_one_folder_per_model(
         c.log_artifacts(run.info.run_id, str(bundle), "model/artifacts/bundle")
         run_ids.append(run.info.run_id)
 
-    got = [tracking.download_bundle(f"runs:/{run_ids[0]}/model") for _ in range(3)]
-    got.append(tracking.download_bundle(f"runs:/{run_ids[1]}/model"))
+    got = [download_bundle(f"runs:/{run_ids[0]}/model") for _ in range(3)]
+    got.append(download_bundle(f"runs:/{run_ids[1]}/model"))
     assert got[0] == got[1] == got[2] != got[3]
     assert sorted(p.name for p in got[0].iterdir()) == ["model.json", "weights.safetensors"]
     assert sorted(p.name for p in (tmp_path / "cache" / "bundles").iterdir()) == sorted({g.name for g in got})

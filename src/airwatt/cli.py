@@ -416,7 +416,7 @@ def promote_cmd(
     from airwatt.config import load_params
     from airwatt.data_ranges import DataRanges
     from airwatt.evaluate import evaluate
-    from airwatt.tracking import promote
+    from airwatt.promotion import promote
 
     p = load_params(params)
     reg = p.register_

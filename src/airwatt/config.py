@@ -194,7 +194,7 @@ class TrainParams(_Section):
 
 
 class RegisterParams(_Section):
-    """MLflow experiment, registered model, aliases and the champion promotion rule (airwatt.tracking)."""
+    """MLflow experiment, registered model, aliases and the champion promotion rule (airwatt.promotion)."""
 
     experiment: str = Field(min_length=1)
     model_name: str = Field(min_length=1)

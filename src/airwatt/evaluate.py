@@ -44,12 +44,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -72,18 +70,14 @@ from airwatt.metrics import (
     power_totals,
     switch_events,
 )
+from airwatt.model_uri import load_bundle, registry_info
 from airwatt.models.bundle import ModelLoadError, ModelSpec
 from airwatt.prepare.grid import DeviceGrid, grid_device
 from airwatt.timeutil import from_epoch_ms
 
-if TYPE_CHECKING:
-    from airwatt.models import ModelBundle
-
 log = logging.getLogger(__name__)
 
 TRUTH_LABEL_SOURCES = ("sub-meter", "annotator", "reviewed")  # reviewed: spans a person labelled
-_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")  # models:/, runs:/, s3://, file:// (not C:\)
-_REGISTERED_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 _PLOT_FILES = (".png", ".csv")
 CSV_STEP_S = 60  # resolution of the plot CSVs (the PNGs show every reading)
 
@@ -125,38 +119,6 @@ class Disaggregator(Protocol):
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def load_model(model: str | Path) -> ModelBundle:
-    """A bundle from a local directory, or from an MLflow model URI (models:/NAME@ALIAS, runs:/ID/model)."""
-    from airwatt.models import ModelBundle
-
-    text = str(model)
-    if Path(text).is_dir():
-        return ModelBundle.load(Path(text))
-    if not _URI_SCHEME.match(text):
-        raise ModelLoadError(
-            f"{text}: no model bundle directory there, and not an MLflow model URI "
-            "(models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model)"
-        )
-    from airwatt.tracking import download_bundle
-
-    with tempfile.TemporaryDirectory(prefix="airwatt-eval-") as tmp:  # the loaded bundle holds its weights
-        return ModelBundle.load(download_bundle(text, Path(tmp) / "bundle"))
-
-
-def registry_info(uri: str) -> dict[str, Any] | None:
-    """Name, version and run of a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI; None otherwise."""
-    m = _REGISTERED_URI.match(uri)
-    if m is None:
-        return None
-    from airwatt.tracking import client, version_by_alias
-
-    name, alias, number = m.group("name"), m.group("alias"), m.group("version")
-    mv = version_by_alias(name, alias) if alias else client().get_model_version(name, number)
-    if mv is None:
-        return None
-    return {"name": name, "alias": alias, "version": str(mv.version), "run_id": mv.run_id}
-
-
 def read_split(split_file: Path, split: str) -> list[str]:
     """The device ids of one split of a prepare ``split.json``."""
     if not split_file.is_file():
@@ -410,9 +372,10 @@ def grid_for_model(
 def model_info(bundle: Disaggregator, uri: str | Path | None) -> dict[str, Any]:
     """What was evaluated: the URI or path, the registered version behind it, and the bundle's spec."""
     spec = bundle.spec
+    registry = registry_info(uri) if uri is not None else None  # the registered version, for models:/ URIs
     return {
         "uri": str(uri) if uri is not None else None,
-        "registry": registry_info(str(uri)) if uri is not None else None,
+        "registry": registry.as_json() if registry is not None else None,
         "arch": spec.arch,
         "arch_kwargs": spec.arch_kwargs,
         "appliances": list(spec.appliances),
@@ -693,7 +656,7 @@ def evaluate(
     """Load ``model``, evaluate it on ``data`` (nothing inside ``exclude`` scored), write the report to
     ``out`` atomically; returns the report."""
     select_devices(Dataset(data), devices, split_file, split)  # bad data or selection fails before a download
-    bundle = load_model(model)
+    bundle = load_bundle(model)
     report = evaluate_bundle(
         bundle,
         data,

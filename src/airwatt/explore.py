@@ -230,7 +230,7 @@ def expectation_table(result: ValidationResult) -> pd.DataFrame:
 def file_link(path: Path, text: str, notebook_dir: Path) -> str:
     """A Markdown link to a local file: relative to the notebook when the file is inside the repository
     (JupyterLab, started at the repository root, serves and opens it), else an absolute file:// URI."""
-    from airwatt.tracking import repo_root
+    from airwatt.lineage import repo_root
 
     path, here = Path(path).resolve(), Path(notebook_dir).resolve()
     if path.is_relative_to(repo_root(here)):
@@ -446,7 +446,7 @@ def metric_histories(run_ids: list[str], keys: list[str], uri: str | None = None
     ``epoch`` comes from the run's own ``epoch`` metric at the same step (Lightning logs it), else it is the
     value's position in the history.
     """
-    from airwatt.tracking import client
+    from airwatt.mlflow_store import client
 
     c = client(uri)
     frames = []
@@ -476,7 +476,7 @@ def registered_versions(name: str, uri: str | None = None) -> pd.DataFrame:
     and the promotion decision tag when the champion rule wrote one. Empty when the model does not exist."""
     from mlflow.exceptions import MlflowException
 
-    from airwatt.tracking import client
+    from airwatt.mlflow_store import client
 
     c = client(uri)
     columns = ["version", "aliases", "run_id", "status", "created", "promotion"]

@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from airwatt.models import ModelBundle
-from airwatt.tracking import predict_frame
+from airwatt.models.frame import predict_frame
 
 
 class AirwattDisaggregator(PythonModel):

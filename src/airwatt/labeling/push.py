@@ -82,23 +82,24 @@ class LoadedModel:
 def model_version(uri: str, bundle: ModelBundle) -> str:
     """What Label Studio records as the prediction's model_version: the registry version where there is one,
     else the architecture and a hash of the bundle's weights."""
-    from airwatt.evaluate import registry_info
+    from airwatt.model_uri import parse_model_uri, registry_info
 
-    info = registry_info(uri) if uri.startswith("models:/") else None
+    ref = parse_model_uri(uri)
+    info = registry_info(uri) if ref.kind == "registered" else None
     if info is not None:
-        return f"{info['name']}/v{info['version']}"
-    if uri.startswith("runs:/"):
+        return f"{info.name}/v{info.version}"
+    if ref.path is None:  # a run's model
         return uri
-    digest = hashlib.sha256((Path(uri) / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256((ref.path / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
     return f"{bundle.spec.arch}:{digest}"
 
 
 def load_models(uris: list[str]) -> list[LoadedModel]:
-    from airwatt.evaluate import load_model
+    from airwatt.model_uri import load_bundle
 
     out = []
     for uri in uris:
-        bundle = load_model(uri)
+        bundle = load_bundle(uri)
         out.append(LoadedModel(uri, bundle, model_version(uri, bundle)))
     return out
 

@@ -340,13 +340,13 @@ def report_dataset(
     pages: bool = True,
 ) -> dict[str, Any]:
     """Load ``model`` (bundle directory or MLflow URI), report ``data`` into ``out``; returns report.json."""
-    from airwatt.evaluate import load_model
+    from airwatt.model_uri import load_bundle
 
     data, out = Path(data), Path(out)
     ds = Dataset(data)  # bad data or selection fails before a model download
     select_devices(ds, devices)
     _check_out(out)
-    bundle = load_model(model)
+    bundle = load_bundle(model)
     return report_bundle(
         bundle, data, out, period=period, params=params, devices=devices, pages=pages, model_uri=model
     )

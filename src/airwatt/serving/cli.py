@@ -27,8 +27,8 @@ def serve_command(
     """Serve real-time detection and prediction over HTTP (BentoML); exits if the model cannot load."""
     from airwatt.config import load_params
     from airwatt.errors import ConfigError
+    from airwatt.lineage import repo_root
     from airwatt.serving.loading import MODEL_URI_ENV, PARAMS_ENV
-    from airwatt.tracking import repo_root
 
     cfg = load_params(params).serve
     service_dir = repo_root() / "serving"

@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -29,7 +28,7 @@ from typing import Any
 
 from airwatt.config import ReportParams, ServeParams, load_params
 from airwatt.errors import AirwattError
-from airwatt.models.bundle import SPEC_FILE, WEIGHTS_FILE, ModelLoadError
+from airwatt.models.bundle import SPEC_FILE, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +37,10 @@ PARAMS_ENV = "AIRWATT_PARAMS"  # params.yaml to read (default: the repository's,
 STAGED_ENV = "AIRWATT_SERVING_STAGED"  # set by the deployment hook: the staged model's JSON record
 WARM_DIR_ENV = "AIRWATT_SERVING_WARM_DIR"  # set by the deployment hook: where workers mark themselves warm
 EVERY_URL = "^"  # an OpenTelemetry excluded_urls pattern (a regex search) that every URL matches
-_REGISTERED = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
 def _params_path() -> Path:
-    from airwatt.tracking import repo_root
+    from airwatt.lineage import repo_root
 
     return Path(os.environ.get(PARAMS_ENV) or repo_root() / "params.yaml")
 
@@ -98,26 +96,14 @@ def bundle_hash(bundle_dir: Path) -> str:
 
 
 def resolve_model(uri: str, work_dir: Path) -> StagedModel:
-    """Pin ``uri`` to one version and have its bundle locally (downloaded into ``work_dir`` if remote)."""
-    if Path(uri).is_dir():
-        return StagedModel(uri, str(Path(uri).resolve()), bundle_hash(Path(uri)))
-    from airwatt.tracking import download_bundle, tracking_uri, version_by_alias
+    """Pin ``uri`` to one version and have its bundle locally (downloaded into ``work_dir`` if remote):
+    airwatt.model_uri.resolve, which imports MLflow only for a model in the store."""
+    from airwatt.model_uri import resolve
 
-    m = _REGISTERED.match(uri)
-    if m and m.group("alias"):
-        name, alias = m.group("name"), m.group("alias")
-        mv = version_by_alias(name, alias)
-        if mv is None:
-            raise ModelLoadError(
-                f"{uri}: no version of registered model {name!r} holds alias {alias!r} "
-                f"at tracking URI {tracking_uri()}"
-            )
-        pinned = f"models:/{name}/{mv.version}"
-    else:
-        pinned = uri
-    bundle_dir = download_bundle(pinned, work_dir / "bundle")
-    version = pinned.removeprefix("models:/").rstrip("/") if m else bundle_hash(bundle_dir)
-    return StagedModel(uri, str(bundle_dir), version)
+    resolved = resolve(uri, work_dir / "bundle")
+    registry = resolved.registry
+    version = f"{registry.name}/{registry.version}" if registry else bundle_hash(resolved.bundle_dir)
+    return StagedModel(uri, str(resolved.bundle_dir), version)
 
 
 def process_temp_dir(prefix: str) -> Path:

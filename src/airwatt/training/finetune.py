@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 
 
 def load_initial(uri: str) -> ModelBundle:
-    """The model to start from (airwatt.evaluate.load_model: a bundle directory or an MLflow URI)."""
-    from airwatt.evaluate import load_model
+    """The model to start from (airwatt.model_uri: a bundle directory or an MLflow model URI)."""
+    from airwatt.model_uri import load_bundle
 
-    return load_model(uri)
+    return load_bundle(uri)
 
 
 def initial_spec(bundle: ModelBundle, uri: str, data_dir: Path) -> ModelSpec:

@@ -1,8 +1,8 @@
 """``airwatt train``: fit a registered model on a prepared directory, save its bundle, log and register it.
 
 Wiring only: the model comes from airwatt.models, windows from airwatt.prepare, metrics from airwatt.metrics,
-MLflow plumbing from airwatt.tracking; Lightning does checkpointing, early stopping, LR monitoring, progress
-bars, mixed precision and DDP.
+MLflow plumbing from airwatt.tracking, git and data versions from airwatt.lineage; Lightning does
+checkpointing, early stopping, LR monitoring, progress bars, mixed precision and DDP.
 
 Resuming: checkpoints go to ``<train.checkpoint_dir>/<model>-<hash>/`` where the hash covers everything that
 shapes the weights (the model's resolved arguments, data version, optimisation params, seed) but not the keys
@@ -36,7 +36,7 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, Mode
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from airwatt import data_ranges, tracking
+from airwatt import data_ranges, lineage, mlflow_store, tracking
 from airwatt.atomic import write_json_atomic
 from airwatt.config import Params, TrainParams
 from airwatt.errors import ConfigError
@@ -49,6 +49,7 @@ from airwatt.models import (
     is_trainable,
     spec_from_prepared,
 )
+from airwatt.models.frame import predict_frame
 from airwatt.models.registry import model_class
 from airwatt.models.tuning import DecisionGrid, tune_bundle
 from airwatt.prepare import ARRAYS
@@ -153,7 +154,7 @@ def make_logger(
     else a new one in the experiment of params.register; a child of ``parent_run_id`` when given (MLflow's
     ``mlflow.parentRunId`` tag: the protocol's fold runs nest under its parent run).
     """
-    uri = tracking.tracking_uri()
+    uri = mlflow_store.tracking_uri()
     reg = params.register_
     run_id = os.environ.get("MLFLOW_RUN_ID") or run_id
     tracking.ensure_experiment(reg.experiment, uri)
@@ -161,7 +162,7 @@ def make_logger(
         experiment_name=reg.experiment,
         run_name=run_name or f"train-{cfg.model}",
         tracking_uri=uri,
-        artifact_location=tracking.artifact_location(uri, reg.experiment),
+        artifact_location=mlflow_store.artifact_location(uri, reg.experiment),
         run_id=run_id,
         log_model=False,
         tags={"mlflow.parentRunId": parent_run_id} if parent_run_id else None,
@@ -247,7 +248,7 @@ def log_plots(run_id: str, bundle: ModelBundle, prepared: Path, uri: str) -> int
     if day is None:
         return 0
     pred = bundle.predict_series(day["aggregate_w"], day["valid"])
-    client = tracking.client(uri)
+    client = mlflow_store.client(uri)
     logged = 0
     for j, name in enumerate(bundle.appliances):
         k = day["appliances"].index(name)
@@ -278,7 +279,7 @@ def model_examples(bundle: ModelBundle, prepared: Path) -> tuple[pd.DataFrame, p
     readings = pd.DataFrame(
         {"timestamp": day["timestamps"][:n][ok].tz_localize(None), "power_w": day["aggregate_w"][:n][ok]}
     ).astype({"power_w": "float64"})
-    return readings, tracking.predict_frame(bundle, readings)
+    return readings, predict_frame(bundle, readings)
 
 
 # ----------------------------------------------------------------------------------------- the entry
@@ -306,7 +307,7 @@ def train(
     data_dir = Path(data_dir)
     cfg, arch_kwargs = resolve(params.train, model_name)
     L.seed_everything(cfg.seed, workers=True)
-    data_version = tracking.dataset_version(data_dir)
+    data_version = lineage.dataset_version(data_dir)
     initial = finetune.load_initial(cfg.init_from) if cfg.init_from else None
     if initial is not None:
         assert cfg.init_from is not None
@@ -388,7 +389,7 @@ def train(
         "data_version": data_version,
         "data_dir": str(data_dir),
         "run_id": run_id,
-        **tracking.git_state(),
+        **lineage.git_state(),
         data_ranges.RECORD_KEY: data_ranges.training_record(data_dir),  # what it trained and validated on
     }
     if initial is not None:
@@ -444,7 +445,7 @@ def run_params(
         **tracking.flatten({"arch_kwargs": arch_kwargs}, "train."),
         "data.dir": str(data_dir),
         "data.version": data_version,
-        **{f"git.{k.removeprefix('git_')}": v for k, v in tracking.git_state().items()},
+        **{f"git.{k.removeprefix('git_')}": v for k, v in lineage.git_state().items()},
     }
 
 
@@ -453,7 +454,7 @@ def track(
 ) -> str | None:
     """Plots, the pyfunc model with signature and input example, and the registry version (candidate;
     None with ``register=False``)."""
-    uri = tracking.tracking_uri()
+    uri = mlflow_store.tracking_uri()
     tracking.tag_run(run_id, bundle.spec.provenance)
     plots = log_plots(run_id, bundle, data_dir, uri)
     log.info("logged %d disaggregation plots to run %s", plots, run_id)
