@@ -15,6 +15,7 @@ REEXPORTS = {
         ["Window", "importer_window", "requested_window", "source_span", "sync"],
     ),
     "airwatt.importers": ("airwatt.importers.run", ["DEFAULT_MAX_FILL_S", "KINDS", "import_dataset"]),
+    "airwatt.prepare": ("airwatt.prepare.run", ["ARRAYS", "load_array", "prepare"]),
 }
 
 
