@@ -122,9 +122,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     hosts = f"127.0.0.1:{port},127.0.0.1,localhost:{port},localhost"
     log = (root / "server.log").open("w")
-    args = ["--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination",
-            str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--allowed-hosts", hosts]  # fmt: skip
+    args = [
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--allowed-hosts",
+        hosts,
+    ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", *args],
@@ -179,9 +190,20 @@ def mlflow_postgres_server(postgres_server: str, tmp_path_factory: pytest.TempPa
     port = free_port()
     hosts = f"127.0.0.1:{port},127.0.0.1,localhost:{port},localhost"
     log = (root / "server.log").open("w")
-    args = ["--backend-store-uri", postgres_server, "--artifacts-destination", str(root / "artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--allowed-hosts", hosts]  # fmt: skip
+    args = [
+        "--backend-store-uri",
+        postgres_server,
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--allowed-hosts",
+        hosts,
+    ]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", *args],

@@ -183,9 +183,19 @@ def test_overlap_is_by_device_and_time_and_unknown_for_an_old_bundle(
     data = fridge_dataset(tmp_path / "site", {"s": False, "t": False}, hours=8)
     trained = baseline_bundle(tmp_path / "m", "mean", record({"s": [(0, 4)]}, {"s": [(4, 6)]}))
     later = tmp_path / "split.json"  # the hours after training and validation, as a time split's test
-    later.write_text(json.dumps({"test": ["s", "t"], "time_ranges": {"test": {
-        "s": ["2026-01-05T06:00:00+00:00", "2026-01-05T08:00:00+00:00"],
-        "t": ["2026-01-05T06:00:00+00:00", "2026-01-05T08:00:00+00:00"]}}}))  # fmt: skip
+    later.write_text(
+        json.dumps(
+            {
+                "test": ["s", "t"],
+                "time_ranges": {
+                    "test": {
+                        "s": ["2026-01-05T06:00:00+00:00", "2026-01-05T08:00:00+00:00"],
+                        "t": ["2026-01-05T06:00:00+00:00", "2026-01-05T08:00:00+00:00"],
+                    }
+                },
+            }
+        )
+    )
     disjoint = evaluate_bundle(ModelBundle.load(trained), data, split_file=later, split="test")
     assert disjoint["overlap"]["with_training"] is False
     assert disjoint["overlap"]["evaluated"]["s"] == [
@@ -257,9 +267,14 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
 def by_mae(params: Any) -> RegisterParams:
     """The rule on mean MAE (lower wins): what the fixture's two baselines differ in."""
     return params.register_.model_copy(
-        update={"metric": "mean.mae_w", "higher_is_better": False, "min_improvement": 0.0,
-                "tie_breaker": "mean.f1", "tie_breaker_higher_is_better": True}
-    )  # fmt: skip
+        update={
+            "metric": "mean.mae_w",
+            "higher_is_better": False,
+            "min_improvement": 0.0,
+            "tie_breaker": "mean.f1",
+            "tie_breaker_higher_is_better": True,
+        }
+    )
 
 
 def on_devices(data: Path, devices: list[str]) -> promotion.Evaluator:
@@ -316,9 +331,23 @@ def test_no_disjoint_data_keeps_the_champion_and_says_so(registry: dict[str, Any
     split_file.write_text(json.dumps({"train": [], "val": [], "test": ["a", "c", "v"]}))
     decision = tmp_path / "promotion.json"
     champion_is(v["champion"])
-    args = ["promote", "--data", str(data), "--candidate", f"models:/{NAME}/{v['candidate']}",
-            "--split-file", str(split_file), "--split", "test", "--out", str(tmp_path / "eval.json"),
-            "--decision", str(decision), "--params", str(REPO / "params.yaml")]  # fmt: skip
+    args = [
+        "promote",
+        "--data",
+        str(data),
+        "--candidate",
+        f"models:/{NAME}/{v['candidate']}",
+        "--split-file",
+        str(split_file),
+        "--split",
+        "test",
+        "--out",
+        str(tmp_path / "eval.json"),
+        "--decision",
+        str(decision),
+        "--params",
+        str(REPO / "params.yaml"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert champion_now() == v["champion"]
@@ -342,17 +371,23 @@ def test_unknown_provenance_never_helps_a_model_to_the_champion_alias(
     cfg = by_mae(registry["params"])
     champion_is(v["candidate"])
     old = promotion.promote(
-        f"models:/{NAME}/{v['legacy']}", on_devices(data, ["b"]), cfg, report_path=tmp_path / "e1.json",
+        f"models:/{NAME}/{v['legacy']}",
+        on_devices(data, ["b"]),
+        cfg,
+        report_path=tmp_path / "e1.json",
         split_tag="gate",
-    )  # fmt: skip
+    )
     assert not old.promoted and champion_now() == v["candidate"]
     assert "candidate's provenance does not record the data it trained and validated on" in old.reason
 
     champion_is(v["legacy"])
     new = promotion.promote(
-        f"models:/{NAME}/{v['candidate']}", on_devices(data, ["a", "b"]), cfg,
-        report_path=tmp_path / "e2.json", split_tag="gate",
-    )  # fmt: skip
+        f"models:/{NAME}/{v['candidate']}",
+        on_devices(data, ["a", "b"]),
+        cfg,
+        report_path=tmp_path / "e2.json",
+        split_tag="gate",
+    )
     assert not new.promoted and champion_now() == v["legacy"]
     assert new.compared_on is not None and new.compared_on.devices == ["a", "b"]
     assert "disjoint from the candidate's (the champion's are unknown)" in new.reason

@@ -92,15 +92,31 @@ def test_airwatt_train_prints_the_stage_progress_result_and_where_to_look(tmp_pa
     p = yaml.safe_load((repo / "params.yaml").read_text())
     p["simulate"]["devices"] = 3
     p["train"].update(
-        model="causal", max_epochs=1, limit_train_batches=3, limit_val_batches=2, batch_size=32,
-        num_workers=0, checkpoint_dir=str(tmp_path / "ckpt"),
-    )  # fmt: skip
+        model="causal",
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        batch_size=32,
+        num_workers=0,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     params = load_params(tmp_path / "params.yaml")
     simulate_fleet(tmp_path / "sim", params.simulate, start=params.sync.start, days=0.25, interval_s=5)
     prepare(tmp_path / "sim", params, tmp_path / "prepared")
-    args = ["train", "--params", "params.yaml", "--data", "prepared", "--out", "model",
-            "--metrics", "metrics/train.json", "--epochs", "metrics/epochs.csv"]  # fmt: skip
+    args = [
+        "train",
+        "--params",
+        "params.yaml",
+        "--data",
+        "prepared",
+        "--out",
+        "model",
+        "--metrics",
+        "metrics/train.json",
+        "--epochs",
+        "metrics/epochs.csv",
+    ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env |= {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
     airwatt = str(Path(sys.executable).parent / "airwatt")

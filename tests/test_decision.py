@@ -151,8 +151,11 @@ def test_tuning_finds_a_rule_that_beats_the_plain_threshold_on_flickering_probab
     ]
     grid = DecisionGrid(memory_s=120, on_prob=[0.5, 0.6, 0.7], band=[0.0, 0.2], confirm_s=[0, 10, 20])
     params, f1 = tune_appliance(series, 0, grid, IV, max_confirm_s=(60, 60))
-    plain = decide_series(rule_of(120, on_prob=0.5, off_prob=0.5, confirm_on_s=0, confirm_off_s=0),
-                          prob[:, None], np.ones(n, bool)).on[:, 0]  # fmt: skip
+    plain = decide_series(
+        rule_of(120, on_prob=0.5, off_prob=0.5, confirm_on_s=0, confirm_off_s=0),
+        prob[:, None],
+        np.ones(n, bool),
+    ).on[:, 0]
     plain_f1 = 2 * (plain & truth).sum() / (plain.sum() + truth.sum())
     assert f1 > plain_f1 + 0.03
     assert params.confirm_on_s > 0 or params.off_prob < params.on_prob

@@ -449,12 +449,21 @@ class NewestReadingModel(torch.nn.Module):
 def newest_reading_bundle(decision: DecisionSpec | None) -> ModelBundle:
     """NewestReadingModel as a real-time bundle (window 9) with ``decision`` (None: prob_on >= 0.5)."""
     spec = ModelSpec(
-        arch="causal", appliances=["fridge"], window_length=9, target="last", interval_s=5,
-        norm=NormStats(aggregate_mean_w=80.0, aggregate_std_w=100.0, power_mean_w={"fridge": 0.0},
-                       power_std_w={"fridge": 100.0}),
+        arch="causal",
+        appliances=["fridge"],
+        window_length=9,
+        target="last",
+        interval_s=5,
+        norm=NormStats(
+            aggregate_mean_w=80.0,
+            aggregate_std_w=100.0,
+            power_mean_w={"fridge": 0.0},
+            power_std_w={"fridge": 100.0},
+        ),
         on_off={"fridge": OnOffSpec.of(APPLIANCES["fridge"])},
-        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1), decision=decision,
-    )  # fmt: skip
+        gap=GapPolicy(max_fill_s=MAX_FILL_S, max_invalid_fraction=0.1),
+        decision=decision,
+    )
     return ModelBundle(spec, NewestReadingModel(9))
 
 

@@ -29,9 +29,14 @@ def two_days(tmp_path: Path) -> Dataset:
     """Two devices over 48 h (UTC window): "utc" misses a power value from 2026-01-06 10:00 to 11:00 (rows
     kept, power null); "berlin" (UTC+1 in January) has no rows from 2026-01-05 06:00 to 12:00 UTC."""
     with DatasetWriter(
-        tmp_path / "two-days", name="two-days", appliances=APPS, interval_s=5, start=START,
-        end=START + pd.Timedelta(hours=48), provenance={"source": "test"},
-    ) as w:  # fmt: skip
+        tmp_path / "two-days",
+        name="two-days",
+        appliances=APPS,
+        interval_s=5,
+        start=START,
+        end=START + pd.Timedelta(hours=48),
+        provenance={"source": "test"},
+    ) as w:
         for dev, tz in (("utc", "UTC"), ("berlin", "Europe/Berlin")):
             readings, gt = square_wave_device(dev, hours=48)
             hours = (readings["timestamp"] - START) / pd.Timedelta(hours=1)
@@ -182,10 +187,15 @@ def test_report_week_is_the_iso_week_of_a_day_or_the_reports_choice() -> None:
 
     n = 10 * 86_400 // 60  # ten days at 60 s from Monday 2026-01-05, nothing predicted
     series = DeviceSeries.from_arrays(
-        START.value // 1_000_000 + np.arange(n, dtype=np.int64) * 60_000, np.full(n, 100.0), None,
-        np.zeros((n, 1), np.float32), np.zeros((n, 1), bool), appliances=["fridge"], interval_s=60,
+        START.value // 1_000_000 + np.arange(n, dtype=np.int64) * 60_000,
+        np.full(n, 100.0),
+        None,
+        np.zeros((n, 1), np.float32),
+        np.zeros((n, 1), bool),
+        appliances=["fridge"],
+        interval_s=60,
         timezone="UTC",
-    )  # fmt: skip
+    )
     report = device_report(series, load_params(REPO / "params.yaml").report, period="week")
     chosen = explore.report_week(report)
     assert chosen.label == "week 2026-W02" and chosen.days[0].isoformat() == "2026-01-05"  # the whole week

@@ -256,9 +256,18 @@ def _datamodule(prepared: Path, weights: dict[str, float]):
     from airwatt.training.datamodule import WindowDataModule
 
     dm = WindowDataModule(
-        prepared, window_length=64, target="last", stride=1, val_stride=60, max_invalid_fraction=0.1,
-        batch_size=32, num_workers=0, pin_memory=False, source_weights=weights, seed=3,
-    )  # fmt: skip
+        prepared,
+        window_length=64,
+        target="last",
+        stride=1,
+        val_stride=60,
+        max_invalid_fraction=0.1,
+        batch_size=32,
+        num_workers=0,
+        pin_memory=False,
+        source_weights=weights,
+        seed=3,
+    )
     dm.setup("fit")
     return dm
 
@@ -473,8 +482,12 @@ def test_training_with_augmentation_logs_the_bank(augmentable: Path, tmp_path: P
     )
     with caplog.at_level("INFO", logger="airwatt.training.train"):
         result = train(
-            p, augmentable, out_dir=tmp_path / "m", metrics_path=tmp_path / "t.json",
-            epochs_path=tmp_path / "e.csv", use_mlflow=False,
-        )  # fmt: skip
+            p,
+            augmentable,
+            out_dir=tmp_path / "m",
+            metrics_path=tmp_path / "t.json",
+            epochs_path=tmp_path / "e.csv",
+            use_mlflow=False,
+        )
     assert result.global_step == 2
     assert "augmentation: activations per appliance" in caplog.text

@@ -548,8 +548,13 @@ def test_real_redd_appliances_and_fridge_labels(shared_data: Path, redd_import: 
     m = read_manifest(redd_import)
     house2 = m.device("redd-house2")
     assert house2.appliances == [
-        "microwave", "fridge", "dishwasher", "washing_machine", "electric_stove", "waste_disposal"
-    ]  # fmt: skip
+        "microwave",
+        "fridge",
+        "dishwasher",
+        "washing_machine",
+        "electric_stove",
+        "waste_disposal",
+    ]
     assert "consumer_electronics" in m.device("redd-house3").appliances  # "CE appliance"
     assert "space_heater" in m.device("redd-house6").appliances  # "electric space heater"
     assert all(d.timezone == "America/New_York" and d.has_ground_truth for d in m.devices)

@@ -43,8 +43,9 @@ def write_beta_dataset(out: Path, devices: int = 2, hours: float = 36, ground_tr
     """Square-wave devices (fridge, kettle) whose aggregate is known; no sub-meters unless asked."""
     apps = ["fridge", "kettle"]
     start = pd.Timestamp("2026-01-05T00:00:00Z")
-    with DatasetWriter(out, name=out.name, appliances=apps, interval_s=5, start=start,
-                       end=start + pd.Timedelta(hours=hours)) as w:  # fmt: skip
+    with DatasetWriter(
+        out, name=out.name, appliances=apps, interval_s=5, start=start, end=start + pd.Timedelta(hours=hours)
+    ) as w:
         for i in range(devices):
             readings, gt = square_wave_device(f"b-{i}", hours=hours)
             w.add_device(
@@ -58,8 +59,13 @@ def write_beta_dataset(out: Path, devices: int = 2, hours: float = 36, ground_tr
 def fake_series(prob_on: np.ndarray, valid: np.ndarray | None = None, start_ms: int = T0_MS) -> DeviceSeries:
     n = len(prob_on)
     valid = np.ones(n, bool) if valid is None else valid
-    pred = SeriesPrediction(["fridge"], np.zeros((n, 1), np.float32), prob_on[:, None].astype(np.float32),
-                            prob_on[:, None] >= 0.5, valid.copy())  # fmt: skip
+    pred = SeriesPrediction(
+        ["fridge"],
+        np.zeros((n, 1), np.float32),
+        prob_on[:, None].astype(np.float32),
+        prob_on[:, None] >= 0.5,
+        valid.copy(),
+    )
     return DeviceSeries("dev", start_ms, STEP_MS, np.full(n, 100.0, np.float32), valid, [pred])
 
 
@@ -182,8 +188,12 @@ def test_prediction_regions_round_trip_to_the_same_intervals() -> None:
 
 
 def _region(label: str, start: float, end: float) -> dict:
-    return {"type": "timeserieslabels", "from_name": "appliance", "to_name": "ts",
-            "value": {"start": start, "end": end, "timeserieslabels": [label]}}  # fmt: skip
+    return {
+        "type": "timeserieslabels",
+        "from_name": "appliance",
+        "to_name": "ts",
+        "value": {"start": start, "end": end, "timeserieslabels": [label]},
+    }
 
 
 def test_bad_regions_are_skipped_with_their_reason() -> None:
@@ -199,8 +209,15 @@ def test_bad_regions_are_skipped_with_their_reason() -> None:
         _region("fridge", T0_MS - HOUR_MS, T0_MS + 60_000),
         _region("fridge", T0_MS + 61_000, T0_MS + 64_000),  # between two readings
     ]
-    got = regions_to_intervals(result, _task(), interval_s=5, allowed={"fridge", "kettle"}, span_ms=span,
-                               skips=skips, annotation_id=3)  # fmt: skip
+    got = regions_to_intervals(
+        result,
+        _task(),
+        interval_s=5,
+        allowed={"fridge", "kettle"},
+        span_ms=span,
+        skips=skips,
+        annotation_id=3,
+    )
     assert got == {"fridge": [(T0_MS + 65_000, T0_MS + 205_000)]}
     assert skips.counts() == {
         "empty_interval": 1,
@@ -232,7 +249,7 @@ def _labels(rows: list[tuple]) -> pd.DataFrame:
 
 def test_merge_replaces_pulled_tasks_removes_deleted_tasks_and_keeps_other_sources() -> None:
     existing = _labels([
-        ("b-0", "fridge", "2026-01-05T01:00Z", "2026-01-05T02:00Z", "sub-meter", None, None),
+        ("b-0", "fridge", "2026-01-05T01:00Z", "2026-01-05T02:00Z", "sub-meter", None,    None),
         ("b-0", "fridge", "2026-01-05T03:00Z", "2026-01-05T04:00Z", "annotator", "ann@x", 1),
         ("b-0", "kettle", "2026-01-05T05:00Z", "2026-01-05T06:00Z", "annotator", "ann@x", 2),
         ("b-1", "kettle", "2026-01-05T05:00Z", "2026-01-05T06:00Z", "annotator", "old@x", None),
@@ -263,9 +280,9 @@ def test_annotator_targets_are_known_only_inside_reviewed_windows() -> None:
     readings, _ = square_wave_device("b-0", hours=4)
     labels = _labels([
         ("b-0", "kettle", "2026-01-05T00:30Z", "2026-01-05T00:40Z", "annotator", "a@x", 1),
-        ("b-0", "kettle", "2026-01-05T00:00Z", "2026-01-05T01:00Z", "reviewed", "a@x", 1),
-        ("b-0", "fridge", "2026-01-05T00:00Z", "2026-01-05T01:00Z", "reviewed", "a@x", 1),
-        ("b-0", "kettle", "2026-01-05T03:00Z", "2026-01-05T04:00Z", "reviewed", "b@x", 2),
+        ("b-0", "kettle", "2026-01-05T00:00Z", "2026-01-05T01:00Z", "reviewed",  "a@x", 1),
+        ("b-0", "fridge", "2026-01-05T00:00Z", "2026-01-05T01:00Z", "reviewed",  "a@x", 1),
+        ("b-0", "kettle", "2026-01-05T03:00Z", "2026-01-05T04:00Z", "reviewed",  "b@x", 2),
     ])  # fmt: skip
     g = grid_device(readings, None, labels, ["fridge", "kettle"], interval_s=5, max_fill_s=30)
     assert g.status_sources == {"fridge": "annotator", "kettle": "annotator"}
@@ -312,8 +329,20 @@ def test_cli_exits_2_naming_the_url_when_the_server_is_down(
     data = write_beta_dataset(tmp_path / "beta", devices=1, hours=1)
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AIRWATT_LABEL_STUDIO_TOKEN", "t" * 40)
-    monkeypatch.setattr("sys.argv", ["airwatt", "label", "setup", "--data", str(data), "--url", url,
-                                     "--params", str(REPO / "params.yaml")])  # fmt: skip
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "airwatt",
+            "label",
+            "setup",
+            "--data",
+            str(data),
+            "--url",
+            url,
+            "--params",
+            str(REPO / "params.yaml"),
+        ],
+    )
     with pytest.raises(SystemExit) as exit_info:
         run()
     assert exit_info.value.code == 2

@@ -181,12 +181,15 @@ def test_pull_merges_annotations_reports_skips_and_agreement_and_is_idempotent(
     # < 1); the admin annotates later, so by the conflict rule (latest wins) the admin's annotation is merged.
     kettle = (w0 + 7 * HOUR_MS, w0 + 7 * HOUR_MS + 175_000)  # last on reading 07:02:55
     client.create_annotation(t0["id"], [region("kettle", kettle[0], kettle[1] + 60_000)], completed_by=second)
-    client.create_annotation(t0["id"], [
-        region("kettle", *kettle),
-        region("hovercraft", w0, w0 + 60_000),  # unknown label
-        region("fridge", w0 + 120_000, w0 + 60_000),  # reversed
-        region("fridge", w0 - HOUR_MS, w0 + 60_000),  # before the window
-    ])  # fmt: skip
+    client.create_annotation(
+        t0["id"],
+        [
+            region("kettle", *kettle),
+            region("hovercraft", w0, w0 + 60_000),  # unknown label
+            region("fridge", w0 + 120_000, w0 + 60_000),  # reversed
+            region("fridge", w0 - HOUR_MS, w0 + 60_000),  # before the window
+        ],
+    )
     # The next task: fridge runs (on 20 min every hour); then a task that will be deleted.
     w1 = t1["meta"]["window_start_ms"]
     client.create_annotation(

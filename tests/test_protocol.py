@@ -98,8 +98,10 @@ def test_one_parent_run_with_a_child_per_fold_and_seed(protocol_run, mlflow_serv
     client = MlflowClient(mlflow_server)
     children = _children(client, result.parent_run_id)
     assert len(children) == 2 * 3 * 2  # 2 models x (2 held-out houses + 1 cross-dataset) x 2 seeds
-    got = sorted((c.data.params["train.model"], c.data.tags["protocol.fold"], c.data.params["train.seed"])
-                 for c in children)  # fmt: skip
+    got = sorted(
+        (c.data.params["train.model"], c.data.tags["protocol.fold"], c.data.params["train.seed"])
+        for c in children
+    )
     assert got == sorted(
         (m, f, s) for m in ("causal", "multitask") for f in [*FOLDS, "sim-0003"] for s in "12"
     )

@@ -151,9 +151,11 @@ def test_reconciliation_failure_names_the_device_and_day() -> None:
 def test_time_of_use_across_midnight_in_local_time() -> None:
     tz = "Asia/Bangkok"
     tou = TimeOfUseTariff(
-        kind="time_of_use", currency="THB", price_per_kwh=0.30,
+        kind="time_of_use",
+        currency="THB",
+        price_per_kwh=0.30,
         periods=[TouPeriod(start="22:00", end="06:00", price_per_kwh=0.10)],
-    )  # fmt: skip
+    )
     r = device_report(series(*week_series(tz), tz), params(tariff=tou))
     fridge, kettle, rest = (rows(r.appliance_days, a) for a in ("fridge", "kettle", "unexplained"))
     # fridge: 1/30 kWh an hour, 8 night hours at 0.10 and 16 day hours at 0.30
@@ -171,10 +173,14 @@ def test_tiered_blocks_count_through_the_local_month_and_restart() -> None:
     agg = np.full(n, 300.0)  # 7.2 kWh a day
     power = np.column_stack([np.full(n, 100.0), np.zeros(n)])
     tiers = TieredTariff(
-        kind="tiered", currency="EUR",
-        blocks=[TariffBlock(up_to_kwh=5, price_per_kwh=0.1), TariffBlock(up_to_kwh=10, price_per_kwh=0.2),
-                TariffBlock(up_to_kwh=None, price_per_kwh=0.4)],
-    )  # fmt: skip
+        kind="tiered",
+        currency="EUR",
+        blocks=[
+            TariffBlock(up_to_kwh=5, price_per_kwh=0.1),
+            TariffBlock(up_to_kwh=10, price_per_kwh=0.2),
+            TariffBlock(up_to_kwh=None, price_per_kwh=0.4),
+        ],
+    )
     r = device_report(series(ts, agg, power, power > 0, tz), params(tariff=tiers), period="month")
     # Jan 29: 5 @0.1 + 2.2 @0.2; Jan 30: 2.8 @0.2 + 4.4 @0.4; Jan 31: 7.2 @0.4; Feb 1 restarts the count.
     expected = [0.5 + 0.44, 0.56 + 1.76, 2.88, 0.5 + 0.44]
@@ -187,16 +193,24 @@ def test_tiered_blocks_count_through_the_local_month_and_restart() -> None:
 def test_tariff_config_errors_are_loud() -> None:
     with pytest.raises(ValidationError, match="overlap"):
         TimeOfUseTariff(
-            kind="time_of_use", currency="USD", price_per_kwh=0.2,
-            periods=[TouPeriod(start="22:00", end="06:00", price_per_kwh=0.1),
-                     TouPeriod(start="05:00", end="07:00", price_per_kwh=0.3)],
-        )  # fmt: skip
+            kind="time_of_use",
+            currency="USD",
+            price_per_kwh=0.2,
+            periods=[
+                TouPeriod(start="22:00", end="06:00", price_per_kwh=0.1),
+                TouPeriod(start="05:00", end="07:00", price_per_kwh=0.3),
+            ],
+        )
     with pytest.raises(ValidationError, match="must increase"):
         TieredTariff(
-            kind="tiered", currency="USD",
-            blocks=[TariffBlock(up_to_kwh=10, price_per_kwh=0.1), TariffBlock(up_to_kwh=5, price_per_kwh=0.2),
-                    TariffBlock(up_to_kwh=None, price_per_kwh=0.3)],
-        )  # fmt: skip
+            kind="tiered",
+            currency="USD",
+            blocks=[
+                TariffBlock(up_to_kwh=10, price_per_kwh=0.1),
+                TariffBlock(up_to_kwh=5, price_per_kwh=0.2),
+                TariffBlock(up_to_kwh=None, price_per_kwh=0.3),
+            ],
+        )
     with pytest.raises(ConfigError, match=r"report\.tariff"):
         load_params(REPO / "params.yaml", overrides={"report.tariff": {"kind": "flat", "currency": "USD"}})
     with pytest.raises(ConfigError, match="night window is empty"):
@@ -240,12 +254,20 @@ def test_daylight_saving_days_have_23_and_25_hours() -> None:
 
 def always_off_bundle(tmp_path: Path) -> ModelBundle:
     spec = ModelSpec(
-        arch="always_off", appliances=APPS, window_length=1, target="midpoint", interval_s=5,
-        norm=NormStats(aggregate_mean_w=100.0, aggregate_std_w=50.0, power_mean_w=dict.fromkeys(APPS, 10.0),
-                       power_std_w=dict.fromkeys(APPS, 100.0)),
+        arch="always_off",
+        appliances=APPS,
+        window_length=1,
+        target="midpoint",
+        interval_s=5,
+        norm=NormStats(
+            aggregate_mean_w=100.0,
+            aggregate_std_w=50.0,
+            power_mean_w=dict.fromkeys(APPS, 10.0),
+            power_std_w=dict.fromkeys(APPS, 100.0),
+        ),
         on_off={a: OnOffSpec.of(APPLIANCES[a]) for a in APPS},
         gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
-    )  # fmt: skip
+    )
     return ModelBundle.load(ModelBundle(spec, build_model(spec)).save(tmp_path / "bundle"))
 
 

@@ -223,8 +223,11 @@ def test_a_batch_answers_each_device_as_if_it_came_alone(engine: Engine, bundle:
     gappy[-5:-2] = [None] * 3  # filled
     long_gap = power[:-20] + [None] * 20  # the newest reading is missing: unknown
     holey = power[:60] + [None] * 56 + power[116:]  # too many missing in the earliest windows only
-    stamped = {"device_id": "ts", "timestamps": [(T0 + pd.Timedelta(seconds=5 * i)).isoformat() for i in
-               range(600)], "power_w": readings(600, seed=9)}  # fmt: skip
+    stamped = {
+        "device_id": "ts",
+        "timestamps": [(T0 + pd.Timedelta(seconds=5 * i)).isoformat() for i in range(600)],
+        "power_w": readings(600, seed=9),
+    }
     one_pass = [body(readings(600, seed=i), f"d-{i}") for i in range(4)]
     batches = {
         "one pass": one_pass,
@@ -475,8 +478,9 @@ def test_a_long_gap_at_the_newest_reading_answers_unknown(client: TestClient, en
     assert r.status_code == 200
     assert r.json()["status"] == "unknown" and "missing" in r.json()["reason"]
     assert r.json()["appliances"] == {}
-    p = client.post("/predict", json=body(power[:-n_missing] + [None] * n_missing, device_id="lg2",
-                                          newest_only=True)).json()  # fmt: skip
+    p = client.post(
+        "/predict", json=body(power[:-n_missing] + [None] * n_missing, device_id="lg2", newest_only=True)
+    ).json()
     assert p["predicted"] == [False] and p["remainder_w"] == [None]
 
 
@@ -525,10 +529,24 @@ def post_raw(client: TestClient, path: str, text: str) -> Any:
         (lambda b: b.__setitem__("power_w", [None] * 17281), 422, "power_w", "at most 17280"),
         (lambda b: b.__setitem__("continues", "2026-01-05T00:00:00Z"), 422, "start", "after 'continues'"),
     ],
-    ids=["nan", "inf", "negative", "absurd", "too-short", "cadence", "string-number", "wrong-type",
-         "bad-date", "naive-date", "missing-field", "missing-time", "unknown-field", "oversized",
-         "session-start"],
-)  # fmt: skip
+    ids=[
+        "nan",
+        "inf",
+        "negative",
+        "absurd",
+        "too-short",
+        "cadence",
+        "string-number",
+        "wrong-type",
+        "bad-date",
+        "naive-date",
+        "missing-field",
+        "missing-time",
+        "unknown-field",
+        "oversized",
+        "session-start",
+    ],
+)
 def test_bad_input_is_a_4xx_naming_the_field(
     client: TestClient, mutate: Any, status: int, field: str, words: str
 ) -> None:
@@ -552,10 +570,12 @@ def test_bad_input_is_a_4xx_naming_the_field(
 
 @pytest.mark.parametrize(
     ("stamps", "words"),
-    [(["2026-01-05T00:00:05Z", "2026-01-05T00:00:00Z"], "is before"),
-     (["2026-01-05T00:00:00Z", "2026-01-05T00:00:00Z"], "duplicates")],
+    [
+        (["2026-01-05T00:00:05Z", "2026-01-05T00:00:00Z"], "is before"),
+        (["2026-01-05T00:00:00Z", "2026-01-05T00:00:00Z"], "duplicates"),
+    ],
     ids=["unsorted", "duplicate"],
-)  # fmt: skip
+)
 def test_unsorted_or_duplicate_timestamps_are_rejected(
     client: TestClient, stamps: list[str], words: str
 ) -> None:
@@ -614,9 +634,20 @@ def _far_last_timestamp() -> dict[str, Any]:
         # starting 23 h ahead: reading 721 (1 h in) is the first past the limit (722 across a 5 s edge)
         ("/detect", lambda: body([1.0] * 1000, start=_now() + pd.Timedelta(hours=23)), r"power_w\[72[12]\]"),
     ],
-    ids=["detect", "predict", "predict-newest", "report", "report-2300", "year-1", "detect-batch",
-         "predict-batch", "timestamps", "session", "last-readings"],
-)  # fmt: skip
+    ids=[
+        "detect",
+        "predict",
+        "predict-newest",
+        "report",
+        "report-2300",
+        "year-1",
+        "detect-batch",
+        "predict-batch",
+        "timestamps",
+        "session",
+        "last-readings",
+    ],
+)
 def test_implausible_reading_times_are_a_422_naming_the_field(
     client: TestClient, path: str, make: Any, field: str
 ) -> None:
@@ -677,8 +708,11 @@ def test_readings_are_capped_across_a_batch(trained_bundle: Path) -> None:
 def test_form_bodies_are_a_415_not_a_500(client: TestClient) -> None:
     """BentoML decodes multipart and url-encoded bodies as forms (a garbled one was a 500): refused."""
     form = b'--x\r\nContent-Disposition: form-data; name="device_id"\r\n\r\nd\r\n--x--\r\n'
-    for content_type in ("multipart/form-data; boundary=x", "multipart/form-data",
-                         "application/x-www-form-urlencoded"):  # fmt: skip
+    for content_type in (
+        "multipart/form-data; boundary=x",
+        "multipart/form-data",
+        "application/x-www-form-urlencoded",
+    ):
         r = client.post("/detect", content=form, headers={"content-type": content_type})
         assert r.status_code == 415 and r.json()["field"] == "content-type", (content_type, r.text)
     r = client.post("/detect", content=json.dumps(body(readings())), headers={"content-type": "text/plain"})
@@ -730,13 +764,18 @@ def test_an_offline_model_is_refused_with_the_reason(tmp_path: Path) -> None:
     from airwatt.serving.engine import streaming_net
 
     spec = ModelSpec(
-        arch="multitask", arch_kwargs={"widths": [8, 8]}, appliances=["fridge"], window_length=64,
-        target="midpoint", interval_s=5,
-        norm=NormStats(aggregate_mean_w=0, aggregate_std_w=1, power_mean_w={"fridge": 0},
-                       power_std_w={"fridge": 1}),
+        arch="multitask",
+        arch_kwargs={"widths": [8, 8]},
+        appliances=["fridge"],
+        window_length=64,
+        target="midpoint",
+        interval_s=5,
+        norm=NormStats(
+            aggregate_mean_w=0, aggregate_std_w=1, power_mean_w={"fridge": 0}, power_std_w={"fridge": 1}
+        ),
         on_off={"fridge": OnOffSpec(on_threshold_w=50, min_on_s=60, min_off_s=12, max_w=300)},
         gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
-    )  # fmt: skip
+    )
     with pytest.raises(ConfigError, match="offline model"):
         streaming_net(ModelBundle(spec, build_model(spec)))
 

@@ -35,9 +35,14 @@ class Endpoint:
 
 
 async def call(
-    app: Any, chunks: list[bytes], *, path: str = "/detect", method: str = "POST", length: bool = True,
+    app: Any,
+    chunks: list[bytes],
+    *,
+    path: str = "/detect",
+    method: str = "POST",
+    length: bool = True,
     content_type: str = "application/json",
-) -> tuple[int, dict[str, str], bytes, int]:  # fmt: skip
+) -> tuple[int, dict[str, str], bytes, int]:
     """One request through ``app``: (status, headers, body, body messages the app read)."""
     headers = [(b"content-type", content_type.encode())]
     if length:
@@ -82,8 +87,11 @@ def test_a_body_over_the_limit_is_a_413_before_the_endpoint_reads_it() -> None:
 def test_form_bodies_are_a_415_and_probes_pass() -> None:
     endpoint = Endpoint()
     app = BodyLimit(endpoint, max_body_bytes=10)
-    for media in ("multipart/form-data; boundary=x", "application/x-www-form-urlencoded",
-                  "application/vnd.bentoml+pickle"):  # fmt: skip
+    for media in (
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "application/vnd.bentoml+pickle",
+    ):
         status, _, body, read = asyncio.run(call(app, [b"{}"], content_type=media))
         assert status == 415 and read == 0 and json.loads(body)["field"] == "content-type"
     assert asyncio.run(call(app, [b"{}"], content_type="text/plain"))[0] == 200  # read as JSON by BentoML

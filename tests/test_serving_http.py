@@ -51,8 +51,17 @@ def bentoml_env(tmp: Path, model_uri: str) -> dict[str, str]:
 
 
 def serve_args(port: int) -> list[str]:
-    return [BENTOML, "serve", "service:AirWatt", "--working-dir", str(REPO / "serving"),
-            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    return [
+        BENTOML,
+        "serve",
+        "service:AirWatt",
+        "--working-dir",
+        str(REPO / "serving"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
 @contextmanager
@@ -95,8 +104,12 @@ def device(n: int = 600, seed: int = 0, device_id: str = "d-1") -> dict[str, Any
     rng = np.random.default_rng(seed)
     t = np.arange(n) * 5
     power = 90 + 100 * ((t % 3600) < 1200) + 2000 * ((t > 2400) & (t < 2580)) + rng.normal(0, 3, n)
-    return {"device_id": device_id, "start": "2026-01-05T06:00:00Z", "interval_s": 5,
-            "power_w": power.tolist()}  # fmt: skip
+    return {
+        "device_id": device_id,
+        "start": "2026-01-05T06:00:00Z",
+        "interval_s": 5,
+        "power_w": power.tolist(),
+    }
 
 
 def test_endpoints_answer_over_http(server: str, trained_bundle: Path) -> None:
@@ -175,13 +188,16 @@ def test_served_metrics_equal_what_the_service_answers_reading_by_reading(
     readings_df = readings_df.drop(readings_df.index[3000:3090])  # 7.5 min offline: unknown answers
     apps = ["fridge", "kettle"]
     with DatasetWriter(tmp_path / "replay", name="replay", appliances=apps, interval_s=5) as w:
-        w.add_device(DeviceInfo(device_id="r-1", appliances=apps, rated_max_w=10000), readings_df,
-                     ground_truth=gt, labels=derive_labels(gt, apps, APPLIANCES, 5))  # fmt: skip
+        w.add_device(
+            DeviceInfo(device_id="r-1", appliances=apps, rated_max_w=10000),
+            readings_df,
+            ground_truth=gt,
+            labels=derive_labels(gt, apps, APPLIANCES, 5),
+        )
     report = evaluate_bundle(bundle, tmp_path / "replay")
     g, has_power = grid_for_model(
-        Dataset(tmp_path / "replay"),
-        "r-1", bundle.appliances, interval_s=5, max_fill_s=bundle.gap.max_fill_s,
-    )  # fmt: skip
+        Dataset(tmp_path / "replay"), "r-1", bundle.appliances, interval_s=5, max_fill_s=bundle.gap.max_fill_s
+    )
     t0 = pd.Timestamp(g.start_ms, unit="ms", tz="UTC")
     values = [None if np.isnan(v) else float(v) for v in g.aggregate_w]  # the grid's slots, nulls for gaps
     n, a = len(values), len(bundle.appliances)
@@ -191,8 +207,12 @@ def test_served_metrics_equal_what_the_service_answers_reading_by_reading(
     with httpx.Client(base_url=server, timeout=30) as c:
         for t in range(n):
             lo = max(0, t + 1 - h)
-            stateless = {"device_id": "r-1", "start": (t0 + pd.Timedelta(seconds=5 * lo)).isoformat(),
-                         "interval_s": 5, "power_w": values[lo : t + 1]}  # fmt: skip
+            stateless = {
+                "device_id": "r-1",
+                "start": (t0 + pd.Timedelta(seconds=5 * lo)).isoformat(),
+                "interval_s": 5,
+                "power_w": values[lo : t + 1],
+            }
             if t < h:
                 r = c.post("/detect", json=stateless)
             else:  # the session form: the new reading only
@@ -221,8 +241,9 @@ def test_served_metrics_equal_what_the_service_answers_reading_by_reading(
     totals_o = onoff_totals(torch.from_numpy(on), torch.from_numpy(g.status), torch.from_numpy(mask))
     present = [j for j, name in enumerate(bundle.appliances) if name in report["appliances"]]
     names = [bundle.appliances[j] for j in present]
-    replayed = metrics_table(totals_p.numpy()[present], totals_o.numpy()[present], names,
-                             has_power=list(has_power[present]))  # fmt: skip
+    replayed = metrics_table(
+        totals_p.numpy()[present], totals_o.numpy()[present], names, has_power=list(has_power[present])
+    )
     for name in names:
         for key in ("f1", "precision", "recall", "mae_w"):
             want, got = report["appliances"][name][key], replayed[name][key]
@@ -271,8 +292,12 @@ def test_bentoml_build_works_offline(tmp_path: Path) -> None:
     env = bentoml_env(tmp_path, "unused") | {"PIP_NO_INDEX": "1"}
     proc = subprocess.run(
         [BENTOML, "build", "-f", "serving/bentofile.yaml", "."],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (bento,) = [p for p in (tmp_path / "bentoml" / "bentos" / "airwatt").iterdir() if p.name != "latest"]
     src = bento / "src"

@@ -303,9 +303,21 @@ def test_cli_simulate_help_and_tiny_run(tmp_path: Path) -> None:
     out = tmp_path / "cli"
     res = runner.invoke(
         app,
-        ["data", "simulate", "--out", str(out), "--devices", "2", "--days", "0.1", "--seed", "3",
-         "--params", str(REPO / "params.yaml")],
-    )  # fmt: skip
+        [
+            "data",
+            "simulate",
+            "--out",
+            str(out),
+            "--devices",
+            "2",
+            "--days",
+            "0.1",
+            "--seed",
+            "3",
+            "--params",
+            str(REPO / "params.yaml"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     ds = Dataset(out)
     assert ds.device_ids == ["sim-0000", "sim-0001"]

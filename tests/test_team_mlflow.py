@@ -32,8 +32,15 @@ pytestmark = pytest.mark.slow
 def small_params(tmp: Path) -> Path:
     """params.yaml with a few training steps and one serving worker."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"].update(model="causal", batch_size=32, limit_train_batches=4, limit_val_batches=2,
-                           max_epochs=1, num_workers=0, checkpoint_dir=str(tmp / "checkpoints"))  # fmt: skip
+    params["train"].update(
+        model="causal",
+        batch_size=32,
+        limit_train_batches=4,
+        limit_val_batches=2,
+        max_epochs=1,
+        num_workers=0,
+        checkpoint_dir=str(tmp / "checkpoints"),
+    )
     params["serve"].update(workers=1)
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -81,9 +88,21 @@ def test_train_promote_evaluate_serve_through_mlflow_on_postgresql(
     split = ["--split-file", str(tmp_path / "prepared" / "split.json"), "--split", "test"]
 
     # train: a run and a registered @candidate version in PostgreSQL's tables; artifacts via the server.
-    airwatt("train", "--data", str(tmp_path / "prepared"), "--out", str(tmp_path / "model"),
-            "--metrics", str(tmp_path / "train.json"), "--epochs", str(tmp_path / "epochs.csv"),
-            "--params", str(params), env=env, cwd=work)  # fmt: skip
+    airwatt(
+        "train",
+        "--data",
+        str(tmp_path / "prepared"),
+        "--out",
+        str(tmp_path / "model"),
+        "--metrics",
+        str(tmp_path / "train.json"),
+        "--epochs",
+        str(tmp_path / "epochs.csv"),
+        "--params",
+        str(params),
+        env=env,
+        cwd=work,
+    )
     version = json.loads((tmp_path / "train.json").read_text())["model_version"]
     [(run_id, status, artifact_uri)] = rows(
         postgres_server,
@@ -92,22 +111,44 @@ def test_train_promote_evaluate_serve_through_mlflow_on_postgresql(
         base.register_.experiment,
     )
     assert status == "FINISHED" and artifact_uri.startswith("mlflow-artifacts:/")
-    assert rows(postgres_server, "SELECT run_id FROM model_versions WHERE name = %s AND version = %s",
-                NAME, version) == [(run_id,)]  # fmt: skip
+    assert rows(
+        postgres_server, "SELECT run_id FROM model_versions WHERE name = %s AND version = %s", NAME, version
+    ) == [(run_id,)]
     aliases = "SELECT alias, version FROM registered_model_aliases WHERE name = %s ORDER BY alias"
     assert rows(postgres_server, aliases, NAME) == [("candidate", version)]
     assert rows(postgres_server, "SELECT count(*) FROM metrics WHERE run_uuid = %s", run_id)[0][0] > 0
 
     # promote: the first candidate becomes @champion.
-    airwatt("promote", "--data", str(tmp_path / "sim"), *split, "--out", str(tmp_path / "promote-eval.json"),
-            "--decision", str(tmp_path / "promotion.json"), "--params", str(params),
-            env=env, cwd=work)  # fmt: skip
+    airwatt(
+        "promote",
+        "--data",
+        str(tmp_path / "sim"),
+        *split,
+        "--out",
+        str(tmp_path / "promote-eval.json"),
+        "--decision",
+        str(tmp_path / "promotion.json"),
+        "--params",
+        str(params),
+        env=env,
+        cwd=work,
+    )
     assert json.loads((tmp_path / "promotion.json").read_text())["promoted"] is True
     assert rows(postgres_server, aliases, NAME) == [("candidate", version), ("champion", version)]
 
     # evaluate models:/NAME@champion: the bundle downloaded through the server.
-    airwatt("evaluate", "--model", f"models:/{NAME}@champion", "--data", str(tmp_path / "sim"), *split,
-            "--out", str(tmp_path / "champion.json"), env=env, cwd=work)  # fmt: skip
+    airwatt(
+        "evaluate",
+        "--model",
+        f"models:/{NAME}@champion",
+        "--data",
+        str(tmp_path / "sim"),
+        *split,
+        "--out",
+        str(tmp_path / "champion.json"),
+        env=env,
+        cwd=work,
+    )
     report = json.loads((tmp_path / "champion.json").read_text())
     assert report["model"]["registry"]["version"] == str(version) and report["appliances"]
 
@@ -129,8 +170,15 @@ def test_train_promote_evaluate_serve_through_mlflow_on_postgresql(
         wait_until_ok(f"{url}/readyz", proc, tmp_path / "serve.log", what="airwatt serve", timeout_s=120)
         with httpx.Client(base_url=url, timeout=30) as c:
             assert c.post("/model", json={}).json()["model_version"] == f"{NAME}/{version}"
-            det = c.post("/detect", json={"device_id": "d-1", "start": "2026-01-05T06:00:00Z",
-                                          "interval_s": 5, "power_w": power_w.tolist()}).json()  # fmt: skip
+            det = c.post(
+                "/detect",
+                json={
+                    "device_id": "d-1",
+                    "start": "2026-01-05T06:00:00Z",
+                    "interval_s": 5,
+                    "power_w": power_w.tolist(),
+                },
+            ).json()
     finally:
         stop_process(proc, timeout_s=30)
         log.close()

@@ -21,8 +21,13 @@ def _pytest(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProce
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRWATT_REQUIRE", "PYTEST_"))}
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", *args],
-        cwd=cwd, env=base | env, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=cwd,
+        env=base | env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.mark.slow  # fresh pytest processes import the package's stack
@@ -78,8 +83,15 @@ def _fast_tier_expression() -> str:
 @pytest.mark.slow  # fresh pytest processes import the package's stack
 def test_the_fast_tier_leaves_out_servers_dvc_repro_and_real_data() -> None:
     expression = _fast_tier_expression()
-    files = ["test_labeling_server.py", "test_serving_http.py", "test_pipeline_dvc.py", "test_protocol.py",
-             "test_validation.py", "test_importers.py", "test_dvc_deps.py"]  # fmt: skip
+    files = [
+        "test_labeling_server.py",
+        "test_serving_http.py",
+        "test_pipeline_dvc.py",
+        "test_protocol.py",
+        "test_validation.py",
+        "test_importers.py",
+        "test_dvc_deps.py",
+    ]
     proc = _pytest(["--collect-only", "-m", expression, *(f"tests/{f}" for f in files)], REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     chosen = {line.split("::")[0].removeprefix("tests/") for line in proc.stdout.splitlines() if "::" in line}
@@ -117,7 +129,11 @@ def test_quick_sets_short_defaults_that_explicit_options_override() -> None:
 def test_every_benchmark_accepts_quick(script: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", f"tests.benchmarks.{script}", "--help"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--quick" in proc.stdout

@@ -164,8 +164,10 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     excluded = [f":(exclude){p}" for p in lineage.pipeline_outputs(Path.cwd())]
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
-        capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert run.data.params["git.dirty"] == str(bool(dirty)).lower()  # pipeline outputs do not count
     assert run.data.tags["mlflow.source.git.commit"] == run.data.params["git.commit"]
     val_loss = client.get_metric_history(first.run_id, "val/loss")

@@ -120,8 +120,9 @@ def test_power_loss_skips_appliances_never_on_in_training(prepared: Path, tmp_pa
     )
     a = len(spec.appliances)
     mean_w = torch.tensor([spec.norm.power_mean_w[x] for x in spec.appliances])
-    batch = WindowSample(torch.zeros(4, 1), mean_w.repeat(4, 1), torch.zeros(4, a), torch.ones(4, a),
-                         torch.ones(4, a))  # fmt: skip
+    batch = WindowSample(
+        torch.zeros(4, 1), mean_w.repeat(4, 1), torch.zeros(4, a), torch.ones(4, a), torch.ones(4, a)
+    )
     batch.power_w[:, 0] += 1e4  # appliance 0 far from its training mean
     learn_all = DisaggregationModule(build_model(spec), spec, cfg)
     skip_first = DisaggregationModule(build_model(spec), spec, cfg, [False] + [True] * (a - 1))

@@ -365,9 +365,14 @@ def slice_device(mix: Path, device: str, start: pd.Timestamp, end: pd.Timestamp,
     if readings.empty:
         raise DataError(f"protocol adapt: no readings in [{start}, {end})", device=device)
     with DatasetWriter(
-        out, name=f"{device}-site", appliances=ds.appliances, interval_s=ds.manifest.interval_s,
-        start=start, end=end, provenance={"sliced_from": str(mix), "device": device},
-    ) as w:  # fmt: skip
+        out,
+        name=f"{device}-site",
+        appliances=ds.appliances,
+        interval_s=ds.manifest.interval_s,
+        start=start,
+        end=end,
+        provenance={"sliced_from": str(mix), "device": device},
+    ) as w:
         w.add_device(info, readings, ground_truth=gt, labels=labels)
     return out
 
@@ -665,9 +670,17 @@ def run_protocol(
                     continue
                 log.info("[%d/%d] %s, held out %s, seed %d", done, total, model, fold.house, seed)
                 run = run_one(
-                    params, params_path, work, mix, fold, model, seed,
-                    parent_run_id=parent, use_mlflow=use_mlflow, extra=extra,
-                )  # fmt: skip
+                    params,
+                    params_path,
+                    work,
+                    mix,
+                    fold,
+                    model,
+                    seed,
+                    parent_run_id=parent,
+                    use_mlflow=use_mlflow,
+                    extra=extra,
+                )
                 run.signature = signature
                 if pp.adapt is not None and run.served:  # the curve is of what a real-time model serves
                     bundle_dir = work / "folds" / fold.house / "models" / f"{model}-seed{seed}"

@@ -40,8 +40,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 MODELS = (("seq2point", 599), ("multitask", 599), ("causal", 512))
 BATCHES = (1, 32, 256)
-APPLIANCE_NAMES = ["fridge", "microwave", "dishwasher", "washing_machine", "kettle", "tv", "lighting", "fan",
-                   "freezer", "air_conditioner", "water_heater", "rice_cooker", "coffee_machine"]  # fmt: skip
+APPLIANCE_NAMES = [
+    "fridge",
+    "microwave",
+    "dishwasher",
+    "washing_machine",
+    "kettle",
+    "tv",
+    "lighting",
+    "fan",
+    "freezer",
+    "air_conditioner",
+    "water_heater",
+    "rice_cooker",
+    "coffee_machine",
+]
 DECISION = {"on_prob": 0.5, "off_prob": 0.3, "confirm_on_s": 10, "confirm_off_s": 20}  # a typical tuned rule
 
 

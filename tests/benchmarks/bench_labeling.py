@@ -44,8 +44,9 @@ def write_dataset(out: Path, devices: int, days: int) -> Path:
     ts = pd.date_range(start, periods=n, freq="5s")
     t_s = np.arange(n) * 5
     power = 80 + np.where(t_s % 3600 < 1200, 100.0, 0.0) + np.where(t_s % 86400 // 60 == 7 * 60, 2200.0, 0.0)
-    with DatasetWriter(out, name="bench", appliances=APPS, interval_s=5, start=start,
-                       end=start + pd.Timedelta(days=days)) as w:  # fmt: skip
+    with DatasetWriter(
+        out, name="bench", appliances=APPS, interval_s=5, start=start, end=start + pd.Timedelta(days=days)
+    ) as w:
         for i in range(devices):
             w.add_device(
                 DeviceInfo(device_id=f"d-{i:04d}", appliances=APPS, rated_max_w=10000),
@@ -56,12 +57,20 @@ def write_dataset(out: Path, devices: int, days: int) -> Path:
 
 def untrained_bundle(out: Path) -> Path:
     spec = ModelSpec(
-        arch="causal", appliances=APPS, window_length=512, target="last", interval_s=5.0,
-        norm=NormStats(aggregate_mean_w=300.0, aggregate_std_w=400.0, power_mean_w=dict.fromkeys(APPS, 50.0),
-                       power_std_w=dict.fromkeys(APPS, 200.0)),
+        arch="causal",
+        appliances=APPS,
+        window_length=512,
+        target="last",
+        interval_s=5.0,
+        norm=NormStats(
+            aggregate_mean_w=300.0,
+            aggregate_std_w=400.0,
+            power_mean_w=dict.fromkeys(APPS, 50.0),
+            power_std_w=dict.fromkeys(APPS, 200.0),
+        ),
         on_off={a: OnOffSpec(on_threshold_w=50, min_on_s=60, min_off_s=12, max_w=3000) for a in APPS},
         gap=GapPolicy(max_fill_s=30, max_invalid_fraction=0.1),
-    )  # fmt: skip
+    )
     ModelBundle(spec, build_model(spec)).save(out)
     return out
 
@@ -73,10 +82,14 @@ def annotate_all(client: LabelStudioClient, project_id: int) -> tuple[int, float
     for t in tasks:
         w = int(t["meta"]["window_start_ms"])
         result = [
-            {"from_name": "appliance", "to_name": "ts", "type": "timeserieslabels",
-             "value": {"start": w + s, "end": w + s + d, "instant": False, "timeserieslabels": [a]}}
+            {
+                "from_name": "appliance",
+                "to_name": "ts",
+                "type": "timeserieslabels",
+                "value": {"start": w + s, "end": w + s + d, "instant": False, "timeserieslabels": [a]},
+            }
             for a, s, d in (("fridge", 0, 1_195_000), ("kettle", 7 * 3_600_000, 55_000))
-        ]  # fmt: skip
+        ]
         client.create_annotation(int(t["id"]), result)
     return len(tasks), time.perf_counter() - t0
 
@@ -101,10 +114,14 @@ def main() -> None:
             report = push(params, data, model_uris=[str(bundle)], budget=args.tasks)
             n = len(report["pushed"])
             per_task = report["payload_bytes"] / max(n, 1)
-            print(f"push:  {n} tasks in {report['seconds']:.1f} s ({n / report['seconds']:.1f} tasks/s, "
-                  f"scoring {report['candidates']} candidate windows included)")  # fmt: skip
-            print(f"payload: {per_task / 1e3:.0f} kB per task (8,640 readings + pre-annotation), "
-                  f"{report['payload_bytes'] / 1e6:.0f} MB in all")  # fmt: skip
+            print(
+                f"push:  {n} tasks in {report['seconds']:.1f} s ({n / report['seconds']:.1f} tasks/s, "
+                f"scoring {report['candidates']} candidate windows included)"
+            )
+            print(
+                f"payload: {per_task / 1e3:.0f} kB per task (8,640 readings + pre-annotation), "
+                f"{report['payload_bytes'] / 1e6:.0f} MB in all"
+            )
             client = LabelStudioClient(server.url, server.token)
             project = client.find_project(params.label.project_title)
             assert project is not None
@@ -112,8 +129,10 @@ def main() -> None:
             print(f"annotate (API, one request per task): {count} in {secs:.1f} s")
             pulled = pull(params, data)
             merged, rows = pulled["annotations"]["merged"], pulled["labels"]["annotator_rows"]
-            print(f"pull:  {merged} annotations -> {rows} label rows in {pulled['seconds']:.1f} s "
-                  "(label expectations included)")  # fmt: skip
+            print(
+                f"pull:  {merged} annotations -> {rows} label rows in {pulled['seconds']:.1f} s "
+                "(label expectations included)"
+            )
             again = pull(params, data)
             print(f"pull again (unchanged): {again['seconds']:.1f} s")
     print(machine_info())

@@ -37,9 +37,21 @@ except ModuleNotFoundError:  # run as a script: its own folder is on sys.path
 REPO = Path(__file__).resolve().parents[2]
 MONTH_READINGS = 30 * 17_280  # 518,400
 FLEET_DEVICES = 100_000
-APPLIANCES = ["kettle", "microwave", "fridge", "washing_machine", "freezer", "air_conditioner",
-              "water_heater", "rice_cooker", "induction_cooker", "coffee_machine", "tv", "lighting",
-              "fan"]  # fmt: skip
+APPLIANCES = [
+    "kettle",
+    "microwave",
+    "fridge",
+    "washing_machine",
+    "freezer",
+    "air_conditioner",
+    "water_heater",
+    "rice_cooker",
+    "induction_cooker",
+    "coffee_machine",
+    "tv",
+    "lighting",
+    "fan",
+]
 
 
 def _status_kib(key: str) -> int:
@@ -89,8 +101,17 @@ def _core_only(queue: Any) -> None:
     n, a = MONTH_READINGS, len(APPLIANCES)
     agg = 150 + 1000 * rng.random(n)
     power = (rng.random((n, a)) * 100).astype(np.float32)
-    series = DeviceSeries("bench", "Asia/Manila", 1_767_225_600_000, 5.0, tuple(APPLIANCES), agg,
-                          rng.random(n) > 0.01, power, power > 50)  # fmt: skip
+    series = DeviceSeries(
+        "bench",
+        "Asia/Manila",
+        1_767_225_600_000,
+        5.0,
+        tuple(APPLIANCES),
+        agg,
+        rng.random(n) > 0.01,
+        power,
+        power > 50,
+    )
     base = _status_kib("VmRSS")
     _reset_peak()
     t0 = time.perf_counter()
@@ -121,8 +142,17 @@ def _device_path(queue: Any, arch: str, threads: int, model: Path | None) -> Non
     pred = bundle.predict_series(g.aggregate_w, g.valid)
     times["predict"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    series = DeviceSeries("bench", "Asia/Manila", g.start_ms, 5.0, tuple(bundle.appliances), g.aggregate_w,
-                          g.valid, pred.power_w, pred.on)  # fmt: skip
+    series = DeviceSeries(
+        "bench",
+        "Asia/Manila",
+        g.start_ms,
+        5.0,
+        tuple(bundle.appliances),
+        g.aggregate_w,
+        g.valid,
+        pred.power_w,
+        pred.on,
+    )
     report = device_report(series, p.report, period="month")
     times["report"] = time.perf_counter() - t2
     times["prediction + report"] = time.perf_counter() - t0

@@ -150,12 +150,26 @@ def start_server(
     params["serve"].update(serve)
     home.mkdir(parents=True, exist_ok=True)
     (home / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "AIRWATT_MODEL_URI": str(model_dir), "BENTOML_HOME": str(home),
-           "BENTOML_DO_NOT_TRACK": "true", "AIRWATT_PARAMS": str(home / "params.yaml")}  # fmt: skip
+    env = {
+        **os.environ,
+        "AIRWATT_MODEL_URI": str(model_dir),
+        "BENTOML_HOME": str(home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "AIRWATT_PARAMS": str(home / "params.yaml"),
+    }
     if repo != REPO:
         env["PYTHONPATH"] = str(repo / "src")
-    args = [str(Path(sys.executable).parent / "bentoml"), "serve", "service:AirWatt", "--working-dir",
-            str(repo / "serving"), "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    args = [
+        str(Path(sys.executable).parent / "bentoml"),
+        "serve",
+        "service:AirWatt",
+        "--working-dir",
+        str(repo / "serving"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -454,8 +468,12 @@ def first_minute(args: argparse.Namespace, model_dir: Path, home: Path, history:
     with tempfile.TemporaryDirectory(prefix="airwatt-first-") as tmp:
         if args.first_baseline:
             old = Path(tmp) / "tree"
-            subprocess.run(["git", "worktree", "add", "--detach", str(old), args.first_baseline], cwd=REPO,
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(old), args.first_baseline],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
             checkouts.append((args.first_baseline, old))
         try:
             for per_call, clients in args.batch_points:
@@ -464,14 +482,24 @@ def first_minute(args: argparse.Namespace, model_dir: Path, home: Path, history:
                         _first_runs(args, model_dir, home, history, per_call, clients, form, name, repo)
         finally:
             if args.first_baseline:
-                subprocess.run(["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")], cwd=REPO,
-                               capture_output=True)  # fmt: skip
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(Path(tmp) / "tree")],
+                    cwd=REPO,
+                    capture_output=True,
+                )
 
 
 def _first_runs(
-    args: argparse.Namespace, model_dir: Path, home: Path, history: int, per_call: int, clients: int,
-    form: str, name: str, repo: Path,
-) -> None:  # fmt: skip
+    args: argparse.Namespace,
+    model_dir: Path,
+    home: Path,
+    history: int,
+    per_call: int,
+    clients: int,
+    form: str,
+    name: str,
+    repo: Path,
+) -> None:
     port = free_port()
     proc = start_server(model_dir, port, home / f"first-{per_call}x{clients}-{form}-{len(name)}", {}, repo)
     url = f"http://127.0.0.1:{port}"
@@ -496,8 +524,13 @@ def run(mode: str, url: str, pid: int, coro_fn: Any) -> Result:
     async def start() -> None:
         if not marks:
             marks["lookups"] = await cache_lookups(url)
-            marks.update(cpu=tree_cpu_s(pid), client=time.process_time(), t=time.perf_counter(),
-                         rss=tree_rss_mib(pid), procs=per_process_cpu_s(pid))  # fmt: skip
+            marks.update(
+                cpu=tree_cpu_s(pid),
+                client=time.process_time(),
+                t=time.perf_counter(),
+                rss=tree_rss_mib(pid),
+                procs=per_process_cpu_s(pid),
+            )
             res.latencies_s.clear()
             res.updates = res.errors = res.resends = 0
 
@@ -548,8 +581,11 @@ def breakdown(model_dir: Path, history: int) -> None:
                 streams.started.update(g)
                 text = '{"devices":[' + ",".join(body) + "]}"
                 t = time.perf_counter()
-                reqs = DetectBatchRequest.model_validate_json(text).devices if per_call > 1 else [
-                    DeviceReadings.model_validate_json(body[0])]  # fmt: skip
+                reqs = (
+                    DetectBatchRequest.model_validate_json(text).devices
+                    if per_call > 1
+                    else [DeviceReadings.model_validate_json(body[0])]
+                )
                 t1 = time.perf_counter()
                 out = engine.detect_rows(reqs)
                 t2 = time.perf_counter()
@@ -610,8 +646,12 @@ def miss_cost(model_dir: Path, history: int, window: int, baseline: str) -> None
     call for the same request, in-process, one thread, one device per call."""
     with tempfile.TemporaryDirectory(prefix="airwatt-baseline-") as tmp:
         old = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(old), baseline], cwd=REPO, check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(old), baseline],
+            cwd=REPO,
+            check=True,
+            capture_output=True,
+        )
         try:
             v1 = Path(tmp) / "model-v1"  # the old engine reads bundle schema 1
             v1.mkdir()
@@ -631,8 +671,14 @@ def miss_cost(model_dir: Path, history: int, window: int, baseline: str) -> None
 
 def _miss_run(pythonpath: str, model_dir: Path, params: Path, n: int) -> float:
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    out = subprocess.run([sys.executable, "-c", MISS_SCRIPT, str(model_dir), str(params), str(n)], env=env,
-                         capture_output=True, text=True, check=True, cwd=params.parent)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", MISS_SCRIPT, str(model_dir), str(params), str(n)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=params.parent,
+    )
     return float(json.loads(out.stdout.strip().splitlines()[-1])["ms"])
 
 
@@ -676,8 +722,11 @@ def measure_call(url: str, pid: int, name: str, path: str, body: bytes) -> None:
     sampler.join()
     growth = max(peak[p] - before.get(p, peak[p]) for p in peak)
     sizes = f"body {len(body) / 2**20:5.1f} MiB  answer {len(r.content) / 2**20:5.2f} MiB"
-    print(f"  {name:<44} {r.status_code}  {sizes}  {took:5.1f} s  worker RSS +{growth:,.0f} MiB (server "
-          f"{sum(peak.values()):,.0f} MiB at the peak)", flush=True)  # fmt: skip
+    print(
+        f"  {name:<44} {r.status_code}  {sizes}  {took:5.1f} s  worker RSS +{growth:,.0f} MiB (server "
+        f"{sum(peak.values()):,.0f} MiB at the peak)",
+        flush=True,
+    )
 
 
 def largest_calls(model_dir: Path, home: Path) -> None:
@@ -703,22 +752,38 @@ def largest_calls(model_dir: Path, home: Path) -> None:
         print(f"largest calls (server RSS after start {tree_rss_mib(proc.pid):,.0f} MiB):")
         n = cfg.max_report_readings
         month = device("r", n)
-        measure_call(url, proc.pid, f"/report compact, {n:,} readings", "/report",
-                     json.dumps({**month, "period": "month"}).encode())  # fmt: skip
+        measure_call(
+            url,
+            proc.pid,
+            f"/report compact, {n:,} readings",
+            "/report",
+            json.dumps({**month, "period": "month"}).encode(),
+        )
         first = now - timedelta(seconds=5 * (n + 1))
         stamps = [(first + timedelta(seconds=5 * i)).isoformat() for i in range(n)]
-        verbose = json.dumps({"device_id": "r2", "timestamps": stamps, "power_w": month["power_w"],
-                              "period": "month"}).encode()  # fmt: skip
+        verbose = json.dumps(
+            {"device_id": "r2", "timestamps": stamps, "power_w": month["power_w"], "period": "month"}
+        ).encode()
         measure_call(url, proc.pid, f"/report timestamps, {n:,} readings", "/report", verbose)
         d = cfg.max_devices
         h = cfg.max_batch_readings // d
         batch = {"devices": [device(f"b-{i}", h) for i in range(d)]}
         measure_call(url, proc.pid, f"/detect_batch {d:,} x {h}", "/detect_batch", json.dumps(batch).encode())
-        measure_call(url, proc.pid, f"/predict_batch newest_only {d:,} x {h} (again)", "/predict_batch",
-                     json.dumps({**batch, "newest_only": True}).encode())  # fmt: skip
+        measure_call(
+            url,
+            proc.pid,
+            f"/predict_batch newest_only {d:,} x {h} (again)",
+            "/predict_batch",
+            json.dumps({**batch, "newest_only": True}).encode(),
+        )
         s = cfg.max_series_readings
-        measure_call(url, proc.pid, f"/predict_batch every reading, 1 x {s:,}", "/predict_batch",
-                     json.dumps({"devices": [device("s", s)]}).encode())  # fmt: skip
+        measure_call(
+            url,
+            proc.pid,
+            f"/predict_batch every reading, 1 x {s:,}",
+            "/predict_batch",
+            json.dumps({"devices": [device("s", s)]}).encode(),
+        )
         before = tree_rss_mib(proc.pid)
         peak = [before]
         done = threading.Event()
@@ -797,8 +862,14 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=None, help="bundle dir (default: untrained causal)")
     ap.add_argument("--baseline", default=BASELINE, help="miss mode: the git revision to compare with")
     ap.add_argument("--no-breakdown", action="store_true", help="skip the in-process breakdown")
-    quick = {"duration_s": 3.0, "modes": ["batch", "single"], "forms": ["session"], "devices": 50,
-             "concurrency": 4, "no_breakdown": True}  # fmt: skip
+    quick = {
+        "duration_s": 3.0,
+        "modes": ["batch", "single"],
+        "forms": ["session"],
+        "devices": 50,
+        "concurrency": 4,
+        "no_breakdown": True,
+    }
     args = parse_args(ap, quick)
 
     from airwatt.config import load_params
@@ -812,9 +883,11 @@ def main() -> None:
         model_dir = args.model or bundle_for("causal", 512, 13).save(Path(tmp) / "model")
         bundle = ModelBundle.load(model_dir)
         history = bundle.history_length
-        print(f"serve: workers={cfg.workers} torch_threads={cfg.torch_threads} state_cache_devices="
-              f"{cfg.state_cache_devices}; model: causal, {len(bundle.appliances)} appliances, window "
-              f"{bundle.window_length}, history {history} readings")  # fmt: skip
+        print(
+            f"serve: workers={cfg.workers} torch_threads={cfg.torch_threads} state_cache_devices="
+            f"{cfg.state_cache_devices}; model: causal, {len(bundle.appliances)} appliances, window "
+            f"{bundle.window_length}, history {history} readings"
+        )
         if "miss" in args.modes:
             miss_cost(model_dir, history, bundle.window_length, args.baseline)
         if "largest" in args.modes:

@@ -150,8 +150,10 @@ def train_and_evaluate(
 def print_table(rows: list[Row], args: argparse.Namespace, work: Path) -> None:
     """The mean figures per model (a real-time model: served, with its offline figures beside), then per
     appliance, then the served rule's detection delays and false switches."""
-    print(f"{'model':<12} {'rule':<8} {'MAE W':>8} {'F1':>6} {'offline MAE / F1':>17} {'train s':>8} "
-          f"{'windows/s':>10} {'eval s':>7}")  # fmt: skip
+    print(
+        f"{'model':<12} {'rule':<8} {'MAE W':>8} {'F1':>6} {'offline MAE / F1':>17} {'train s':>8} "
+        f"{'windows/s':>10} {'eval s':>7}"
+    )
     for r in rows:
         off = f"{r.offline['mae_w']:8.1f} / {r.offline['f1']:.3f}" if r.offline else " " * 17
         figures = (

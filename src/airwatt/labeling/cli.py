@@ -56,9 +56,14 @@ def push_cmd(
     from airwatt.labeling.push import push
 
     r = push(
-        load_params(params), data, model_uris=model or [], budget=budget, url=url, report_path=report,
+        load_params(params),
+        data,
+        model_uris=model or [],
+        budget=budget,
+        url=url,
+        report_path=report,
         devices=devices,
-    )  # fmt: skip
+    )
     typer.echo(f"pushed {len(r['pushed'])} tasks ({r['already_pushed']} pushed before); report {report}")
 
 

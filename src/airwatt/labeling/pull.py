@@ -270,8 +270,13 @@ class _Pulled:
     cancelled: int = 0
 
 
-def _agree(pool: dict[str, Confusion], grid: np.ndarray, a: dict[str, list[tuple[int, int]]],
-           b: dict[str, list[tuple[int, int]]], appliances: list[str]) -> None:  # fmt: skip
+def _agree(
+    pool: dict[str, Confusion],
+    grid: np.ndarray,
+    a: dict[str, list[tuple[int, int]]],
+    b: dict[str, list[tuple[int, int]]],
+    appliances: list[str],
+) -> None:
     for name in appliances:
         ia, ib = a.get(name, []), b.get(name, [])
         sa = on_slots(grid, np.array([s for s, _ in ia], np.int64), np.array([e for _, e in ia], np.int64))
@@ -298,11 +303,13 @@ def collect(
             continue
         if task.readings_sha256 and task.readings_sha256 != _fingerprint(ds, task):
             out.skips.add(
-                "readings_changed", task.task_id, None,
+                "readings_changed",
+                task.task_id,
+                None,
                 f"device {task.device_id}'s readings in the task's window are not those it showed "
                 "(the dataset was synced again since the push); not merged",
                 device_id=task.device_id,
-            )  # fmt: skip
+            )
             continue
         annotations = annotations_of.get(task.task_id, [])
         out.annotations += sum(1 for a in annotations if not a.get("was_cancelled"))  # cancelled: apart
@@ -430,11 +437,13 @@ def pull(
     )
     for _, row in removed[removed["source"] == "annotator"].iterrows():  # reviewed rows go with them
         pulled.skips.add(
-            "deleted_task", int(row["task_id"]), None,
+            "deleted_task",
+            int(row["task_id"]),
+            None,
             f"{row['device_id']}/{row['appliance']} {row['start']}..{row['end']} by {row['annotator_id']}: "
             "its task is gone from the project; removed from labels.parquet",
             device_id=str(row["device_id"]),
-        )  # fmt: skip
+        )
     changed = not merged.equals(existing)
     checks = write_labels(data_dir, merged, params) if changed else None
     report: dict[str, Any] = {

@@ -89,9 +89,23 @@ def local_server(
     token = secrets.token_hex(20)
     username, password = "airwatt-admin@example.com", secrets.token_urlsafe(16)
     log_file = data_dir / "server.log"
-    args = [str(exe), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port),
-            "--data-dir", str(data_dir / "ls-data"), "--username", username, "--password", password,
-            "--user-token", token]  # fmt: skip
+    args = [
+        str(exe),
+        "start",
+        "--no-browser",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir / "ls-data"),
+        "--username",
+        username,
+        "--password",
+        password,
+        "--user-token",
+        token,
+    ]
     url = f"http://127.0.0.1:{port}"
     with log_file.open("wb") as log:
         proc = subprocess.Popen(

@@ -63,10 +63,14 @@ def regions(
                     "from_name": LABELS_CONTROL,
                     "to_name": SERIES_OBJECT,
                     "type": "timeserieslabels",
-                    "value": {"start": s, "end": e - step_ms, "instant": e - step_ms == s,
-                              "timeserieslabels": [name]},
+                    "value": {
+                        "start": s,
+                        "end": e - step_ms,
+                        "instant": e - step_ms == s,
+                        "timeserieslabels": [name],
+                    },
                 }
-            )  # fmt: skip
+            )
     return out
 
 

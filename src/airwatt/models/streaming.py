@@ -83,9 +83,13 @@ class CausalStreams:
             p1, pb1, p2, pb2 = _head_parts(net.power_head)
             o1, ob1, o2, ob2 = _head_parts(net.on_head)
             self.heads = _Heads(
-                _np(trunk.weight.T), _np(trunk.bias), np.hstack([p1, o1]), np.concatenate([pb1, ob1]),
-                np.vstack([p2, o2]), np.concatenate([pb2, ob2]),
-            )  # fmt: skip
+                _np(trunk.weight.T),
+                _np(trunk.bias),
+                np.hstack([p1, o1]),
+                np.concatenate([pb1, ob1]),
+                np.vstack([p2, o2]),
+                np.concatenate([pb2, ob2]),
+            )
         self.n_appliances = net.n_appliances
 
     @property

@@ -73,9 +73,11 @@ def start_rule(confirms_on: Sequence[float], confirms_off: Sequence[float]) -> A
     """The labelling rule made causal: ``prob_on >= 0.5``, and the longest confirmations allowed (the
     appliance's minimum durations, within the memory)."""
     return ApplianceDecision(
-        on_prob=0.5, off_prob=0.5, confirm_on_s=max(confirms_on, default=0.0),
+        on_prob=0.5,
+        off_prob=0.5,
+        confirm_on_s=max(confirms_on, default=0.0),
         confirm_off_s=max(confirms_off, default=0.0),
-    )  # fmt: skip
+    )
 
 
 def tune_appliance(

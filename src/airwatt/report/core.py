@@ -122,9 +122,16 @@ class DeviceSeries:
         agg = np.asarray(aggregate_w, dtype=np.float64)
         ok = np.isfinite(agg) if valid is None else np.asarray(valid, bool) & np.isfinite(agg)
         return cls(
-            device_id, timezone, int(ts[0]), float(interval_s), tuple(appliances), agg, ok,
-            np.asarray(power_w), np.asarray(on, bool),
-        )  # fmt: skip
+            device_id,
+            timezone,
+            int(ts[0]),
+            float(interval_s),
+            tuple(appliances),
+            agg,
+            ok,
+            np.asarray(power_w),
+            np.asarray(on, bool),
+        )
 
     def __len__(self) -> int:
         return len(self.aggregate_w)
@@ -273,9 +280,15 @@ def slot_energy(s: DeviceSeries, t: LocalTime, params: ReportParams) -> SlotEner
     remainder_cost = np.where(measured > 0, remainder * price_w, cost)
     appliance_cost = appliance * price_w[:, None].astype(np.float32)
     return SlotEnergy(
-        measured, appliance, remainder, total - explained, s.on & valid[:, None], cost, appliance_cost,
+        measured,
+        appliance,
+        remainder,
+        total - explained,
+        s.on & valid[:, None],
+        cost,
+        appliance_cost,
         remainder_cost,
-    )  # fmt: skip
+    )
 
 
 def _sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
@@ -371,8 +384,16 @@ def period_tables(
     """(periods, appliance_periods): the days summed per ISO week or calendar month."""
     label, first = period_keys(days["day"], period)
     d = days.assign(period=label, period_start=first)
-    sums = ["hours_expected", "hours_measured", "missing_hours", "measured_kwh", "explained_kwh",
-            "unexplained_kwh", "clipped_kwh", "cost"]  # fmt: skip
+    sums = [
+        "hours_expected",
+        "hours_measured",
+        "missing_hours",
+        "measured_kwh",
+        "explained_kwh",
+        "unexplained_kwh",
+        "clipped_kwh",
+        "cost",
+    ]
     periods = d.groupby(["device_id", "period", "period_start"], sort=True).agg(
         **{c: (c, "sum") for c in sums}, peak_w=("peak_w", "max"), days=("day", "size")
     )
@@ -502,8 +523,9 @@ def device_report(
     days, app_days = day_tables(s, t, e)
     reconciliation = reconcile(s, days, app_days, e, params)
     periods, app_periods = period_tables(days, app_days, period)
-    events = find_events(s.device_id, s.appliances, s.start_ms, s.step_ms, t.day, t.second, e.on, days,
-                         app_days, params)  # fmt: skip
+    events = find_events(
+        s.device_id, s.appliances, s.start_ms, s.step_ms, t.day, t.second, e.on, days, app_days, params
+    )
     return DeviceReport(
         device_id=s.device_id,
         timezone=s.timezone,
@@ -542,7 +564,14 @@ def report_for_series(
     and validity, (T, A) predicted power and on/off of ``appliances`` (e.g. SeriesPrediction.power_w/.on);
     only the appliances of ``inventory`` when given (DeviceSeries.only)."""
     series = DeviceSeries.from_arrays(
-        timestamps_ms, aggregate_w, valid, power_w, on,
-        appliances=appliances, interval_s=interval_s, timezone=timezone, device_id=device_id,
-    ).only(inventory)  # fmt: skip
+        timestamps_ms,
+        aggregate_w,
+        valid,
+        power_w,
+        on,
+        appliances=appliances,
+        interval_s=interval_s,
+        timezone=timezone,
+        device_id=device_id,
+    ).only(inventory)
     return device_report(series, params, period=period, window_ms=window_ms).to_dict()

@@ -82,21 +82,31 @@ def overnight_events(
             slots = idx[first[k] : first[k] + counts[k]]
             rows.append(
                 {
-                    "device_id": device_id, "kind": "left_on_overnight", "appliance": name, "day": _date(n),
+                    "device_id": device_id,
+                    "kind": "left_on_overnight",
+                    "appliance": name,
+                    "day": _date(n),
                     "start": from_epoch_ms(np.array([start_ms + slots[0] * step_ms]))[0],
                     "end": from_epoch_ms(np.array([start_ms + (slots[-1] + 1) * step_ms]))[0],
-                    "value": on_s / 3600, "threshold": params.overnight_min_on_s / 3600, "unit": "h",
+                    "value": on_s / 3600,
+                    "threshold": params.overnight_min_on_s / 3600,
+                    "unit": "h",
                     "message": f"{name} on for {on_s / 3600:.1f} h of the night {params.night_start}-"
                     f"{params.night_end} starting {_date(n)}",
                 }
-            )  # fmt: skip
+            )
     return rows
 
 
 def long_on_events(
-    device_id: str, appliances: Sequence[str], start_ms: int, step_ms: int, day: np.ndarray, on: np.ndarray,
+    device_id: str,
+    appliances: Sequence[str],
+    start_ms: int,
+    step_ms: int,
+    day: np.ndarray,
+    on: np.ndarray,
     params: ReportParams,
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """``never_cycles_off`` rows: on-runs of cycling appliances longer than ``max_on_s``."""
     rows = []
     for j, name in enumerate(appliances):
@@ -110,14 +120,18 @@ def long_on_events(
                 continue
             rows.append(
                 {
-                    "device_id": device_id, "kind": "never_cycles_off", "appliance": name,
+                    "device_id": device_id,
+                    "kind": "never_cycles_off",
+                    "appliance": name,
                     "day": _date(day[a]),
                     "start": from_epoch_ms(np.array([start_ms + a * step_ms]))[0],
                     "end": from_epoch_ms(np.array([start_ms + b * step_ms]))[0],
-                    "value": on_s / 3600, "threshold": params.max_on_s / 3600, "unit": "h",
+                    "value": on_s / 3600,
+                    "threshold": params.max_on_s / 3600,
+                    "unit": "h",
                     "message": f"{name} on without a break for {on_s / 3600:.1f} h (it should cycle off)",
                 }
-            )  # fmt: skip
+            )
     return rows
 
 
@@ -144,13 +158,21 @@ def baseline_events(
                 continue
             rows.append(
                 {
-                    "device_id": device_id, "kind": "above_baseline", "appliance": name,
-                    "day": days["day"].iloc[i], "start": None, "end": None, "value": float(kwh[i]),
-                    "threshold": params.baseline_factor * baseline, "unit": "kWh",
+                    "device_id": device_id,
+                    "kind": "above_baseline",
+                    "appliance": name,
+                    "day": days["day"].iloc[i],
+                    "start": None,
+                    "end": None,
+                    "value": float(kwh[i]),
+                    "threshold": params.baseline_factor * baseline,
+                    "unit": "kWh",
                     "message": f"{name} used {kwh[i]:.2f} kWh, {kwh[i] / baseline:.1f}x its usual "
-                    f"{baseline:.2f} kWh a day" if baseline > 0 else f"{name} used {kwh[i]:.2f} kWh",
+                    f"{baseline:.2f} kWh a day"
+                    if baseline > 0
+                    else f"{name} used {kwh[i]:.2f} kWh",
                 }
-            )  # fmt: skip
+            )
     return rows
 
 

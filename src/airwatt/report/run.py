@@ -64,8 +64,15 @@ _PER_DAY = [
     ("cost", _F),
     ("peak_w", _F),
 ]
-_PER_APP = [("appliance", _S), ("energy_kwh", _F), ("on_hours", _F), ("cycles", pa.int64()), ("peak_w", _F),
-            ("share", _F), ("cost", _F)]  # fmt: skip
+_PER_APP = [
+    ("appliance", _S),
+    ("energy_kwh", _F),
+    ("on_hours", _F),
+    ("cycles", pa.int64()),
+    ("peak_w", _F),
+    ("share", _F),
+    ("cost", _F),
+]
 SCHEMAS: dict[str, pa.Schema] = {
     "days": pa.schema([("device_id", _S), ("day", _DATE), *_PER_DAY]),
     "appliance_days": pa.schema([("device_id", _S), ("day", _DATE), *_PER_APP]),
@@ -73,10 +80,22 @@ SCHEMAS: dict[str, pa.Schema] = {
         [("device_id", _S), ("period", _S), ("period_start", _DATE), *_PER_DAY, ("days", pa.int64())]
     ),
     "appliance_periods": pa.schema([("device_id", _S), ("period", _S), ("period_start", _DATE), *_PER_APP]),
-    "events": pa.schema([("device_id", _S), ("kind", _S), ("appliance", _S), ("day", _DATE), ("start", _TS),
-                         ("end", _TS), ("value", _F), ("threshold", _F), ("unit", _S), ("message", _S)]),
+    "events": pa.schema(
+        [
+            ("device_id", _S),
+            ("kind", _S),
+            ("appliance", _S),
+            ("day", _DATE),
+            ("start", _TS),
+            ("end", _TS),
+            ("value", _F),
+            ("threshold", _F),
+            ("unit", _S),
+            ("message", _S),
+        ]
+    ),
     "gaps": pa.schema([("device_id", _S), ("start", _TS), ("end", _TS), ("duration_s", _F)]),
-}  # fmt: skip
+}
 PAGE_FILES = ("daily_energy.png", "share.png", "on_hours.png", "report.html")
 
 
@@ -100,9 +119,16 @@ def series_from_readings(
     g = grid_device(readings, None, None, appliances, interval_s=interval_s, max_fill_s=max_fill_s)
     pred = bundle.predict_series(g.aggregate_w, g.valid)
     return DeviceSeries(
-        device_id, timezone, g.start_ms, interval_s, tuple(appliances), g.aggregate_w, g.valid,
-        np.asarray(pred.power_w), np.asarray(pred.on, bool),
-    ).only(inventory)  # fmt: skip
+        device_id,
+        timezone,
+        g.start_ms,
+        interval_s,
+        tuple(appliances),
+        g.aggregate_w,
+        g.valid,
+        np.asarray(pred.power_w),
+        np.asarray(pred.on, bool),
+    ).only(inventory)
 
 
 def report_for_readings(
@@ -126,9 +152,16 @@ def report_for_readings(
 def _empty_series(bundle: Disaggregator, device_id: str, timezone: str, start_ms: int) -> DeviceSeries:
     a = len(bundle.appliances)
     return DeviceSeries(
-        device_id, timezone, start_ms, bundle.spec.interval_s, tuple(bundle.appliances), np.zeros(0),
-        np.zeros(0, bool), np.zeros((0, a), np.float32), np.zeros((0, a), bool),
-    )  # fmt: skip
+        device_id,
+        timezone,
+        start_ms,
+        bundle.spec.interval_s,
+        tuple(bundle.appliances),
+        np.zeros(0),
+        np.zeros(0, bool),
+        np.zeros((0, a), np.float32),
+        np.zeros((0, a), bool),
+    )
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -308,10 +341,17 @@ def report_bundle(
 
 
 def _summary(
-    bundle: Disaggregator, model_uri: str | Path | None, model_info: Any, ds: Dataset, data: Path,
-    chosen: list[str], skipped: dict[str, str], window: tuple[int, int] | None, period: Period,
+    bundle: Disaggregator,
+    model_uri: str | Path | None,
+    model_info: Any,
+    ds: Dataset,
+    data: Path,
+    chosen: list[str],
+    skipped: dict[str, str],
+    window: tuple[int, int] | None,
+    period: Period,
     params: ReportParams,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     return {
         "model": model_info(bundle, model_uri),
         "data": {

@@ -39,6 +39,15 @@ def serve_command(
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")
     if model:
         env[MODEL_URI_ENV] = model
-    args = [bentoml, "serve", "service:AirWatt", "--working-dir", str(service_dir),
-            "--host", host or cfg.host, "--port", str(port or cfg.port)]  # fmt: skip
+    args = [
+        bentoml,
+        "serve",
+        "service:AirWatt",
+        "--working-dir",
+        str(service_dir),
+        "--host",
+        host or cfg.host,
+        "--port",
+        str(port or cfg.port),
+    ]
     os.execve(bentoml, args, env)  # the server takes this process over: signals and exit code are its own

@@ -343,8 +343,18 @@ class Engine:
         known = ~invalid & (missing <= lim.max_missing)
         for r, (i, entry, s) in enumerate(one):
             fill = (float(last[r]), int(run[r]))
-            steps.append(_Step(i, s.device_id, entry, s.end_ms, values[r : r + 1], known[r : r + 1],
-                               missing[r : r + 1], fill))  # fmt: skip
+            steps.append(
+                _Step(
+                    i,
+                    s.device_id,
+                    entry,
+                    s.end_ms,
+                    values[r : r + 1],
+                    known[r : r + 1],
+                    missing[r : r + 1],
+                    fill,
+                )
+            )
         return steps
 
     def _session_step(self, i: int, entry: Entry, s: SessionReadings) -> _Step:
@@ -389,9 +399,16 @@ class Engine:
                 if j == len(s.values) - 1:
                     at = int(ends[r])
                     answers[s.index] = Answer(
-                        s.device_id, at, float(values[r]), bool(known[r]), int(s.missing[j]), prob_np[r],
-                        power_np[r], on[r], self._since_ms(at, since[r]),
-                    )  # fmt: skip
+                        s.device_id,
+                        at,
+                        float(values[r]),
+                        bool(known[r]),
+                        int(s.missing[j]),
+                        prob_np[r],
+                        power_np[r],
+                        on[r],
+                        self._since_ms(at, since[r]),
+                    )
         for s in steps:
             self._update_entry(s.entry, s.end_ms, s.fill, int(s.missing[-1]))
         return answers
@@ -490,9 +507,16 @@ class Engine:
             since = np.where(since_rel[r] == NEVER, NEVER, since_rel[r] + first)
             missing = int(missing_in_windows(g.valid, w)[-1])
             answers[miss.index] = Answer(
-                g.device_id, g.end_ms, float(g.aggregate_w[-1]), bool(horizon_known[r, -1]), missing,
-                prob[r, -1], power[r, -1], on[r], self._since_ms(g.end_ms, since),
-            )  # fmt: skip
+                g.device_id,
+                g.end_ms,
+                float(g.aggregate_w[-1]),
+                bool(horizon_known[r, -1]),
+                missing,
+                prob[r, -1],
+                power[r, -1],
+                on[r],
+                self._since_ms(g.end_ms, since),
+            )
         return answers
 
     def _fresh(self, misses: list[_Miss]) -> dict[int, Answer]:
@@ -522,8 +546,10 @@ class Engine:
         iv = self.limits.interval_ms
         ends = np.array([miss.grid.end_ms for miss in misses], np.int64)
         first = np.repeat(ends // iv - m + 1, a)  # slot of each column's first decided reading
-        final = [np.where(arr[0] == NEVER, NEVER, arr[0] + first) if k >= 2 else arr[0] for k, arr in
-                 enumerate(decided.final.arrays())]  # fmt: skip
+        final = [
+            np.where(arr[0] == NEVER, NEVER, arr[0] + first) if k >= 2 else arr[0]
+            for k, arr in enumerate(decided.final.arrays())
+        ]
         since = np.where(decided.since[-1] == NEVER, NEVER, decided.since[-1] + first).reshape(b, a)
         on = decided.on[-1].reshape(b, a)
         last_power, last_prob = power.numpy()[:, -1], prob.numpy()[:, -1]
@@ -575,14 +601,26 @@ class Engine:
         at = _iso(a.at_ms)
         if not a.known:
             reason = unknown_reason(as_time(a.at_ms), not np.isnan(a.aggregate_w), a.missing, self.limits)
-            return {"device_id": a.device_id, "model_version": self.model_version, "at": at,
-                    "status": "unknown", "reason": reason, "appliances": {}}  # fmt: skip
+            return {
+                "device_id": a.device_id,
+                "model_version": self.model_version,
+                "at": at,
+                "status": "unknown",
+                "reason": reason,
+                "appliances": {},
+            }
         since = [None if s is None else _iso(s) for s in a.since_ms]
         prob = [round(float(p), PROB_DECIMALS) for p in a.prob]
         on = [bool(o) for o in a.on]
         states = {self.appliances[j]: {"on": on[j], "prob_on": prob[j], "since": since[j]} for j in keep}
-        return {"device_id": a.device_id, "model_version": self.model_version, "at": at, "status": "ok",
-                "reason": None, "appliances": states}  # fmt: skip
+        return {
+            "device_id": a.device_id,
+            "model_version": self.model_version,
+            "at": at,
+            "status": "ok",
+            "reason": None,
+            "appliances": states,
+        }
 
     def predict(self, requests: Sequence[DeviceReadings], newest_only: bool) -> list[PredictResponse]:
         """Watts per appliance: at the newest reading (the served state's watts), or of every reading."""

@@ -25,8 +25,17 @@ import numpy as np
 from airwatt.models.decision import DecisionState
 from airwatt.models.streaming import CausalStreams
 
-OUTCOMES = ("hit", "duplicate", "session", "miss_absent", "miss_history", "miss_short", "miss_behind",
-            "miss_ahead", "conflict")  # fmt: skip
+OUTCOMES = (
+    "hit",
+    "duplicate",
+    "session",
+    "miss_absent",
+    "miss_history",
+    "miss_short",
+    "miss_behind",
+    "miss_ahead",
+    "conflict",
+)
 
 
 @dataclass

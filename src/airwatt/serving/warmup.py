@@ -62,8 +62,10 @@ def warm_up(engine: Engine, report_params: ReportParams) -> WarmUp:
     def stateless(devices: list[str], k: int) -> list[DeviceReadings]:
         """Each device's ``h`` readings ending at reading ``k``."""
         first = start + timedelta(seconds=iv * (k - h + 1))
-        return [DeviceReadings(device_id=d, start=first, interval_s=iv, power_w=power[k - h + 1 : k + 1])
-                for d in devices]  # fmt: skip
+        return [
+            DeviceReadings(device_id=d, start=first, interval_s=iv, power_w=power[k - h + 1 : k + 1])
+            for d in devices
+        ]
 
     for devices in (ids[:1], ids[1:]):  # one device, then a batch
         k = h - 1

@@ -174,8 +174,12 @@ class LabelCarry:
         if t.reason is not None and t.origin == "labels":
             log.warning(
                 "labels of task %d (device %s, %d rows) moved to %s: %s",
-                t.task_id, t.device_id, len(t.rows), ARCHIVE_FILE, REASONS[t.reason],
-            )  # fmt: skip
+                t.task_id,
+                t.device_id,
+                len(t.rows),
+                ARCHIVE_FILE,
+                REASONS[t.reason],
+            )
         elif t.reason is None and t.origin == "archive":
             log.info("labels of task %d (device %s) restored from %s", t.task_id, t.device_id, ARCHIVE_FILE)
 
