@@ -57,6 +57,8 @@ def test_ci_requires_the_real_data_tests_where_the_data_is(tmp_path: Path, prese
     repo = tmp_path / "clone"
     (repo / ".ci").mkdir(parents=True)
     shutil.copy2(REPO / ".ci" / "run", repo / ".ci" / "run")
+    (repo / "training").mkdir()  # .ci/run installs PostgreSQL through this script: a stub records the call
+    (repo / "training" / "mlflow-postgres.sh").write_text('echo "postgres $*"\n')
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     stub = tmp_path / "bin"
     stub.mkdir()
@@ -71,6 +73,7 @@ def test_ci_requires_the_real_data_tests_where_the_data_is(tmp_path: Path, prese
         ["bash", str(repo / ".ci" / "run")], env=env, capture_output=True, text=True, check=True
     )
     assert proc.stdout.strip().splitlines()[-1] == f"make test require={'1' if present else 'unset'}"
+    assert "postgres install" in proc.stdout.splitlines()
 
 
 def _fast_tier_expression() -> str:
