@@ -146,7 +146,7 @@ class TrainParams(_Section):
     )
     val_stride: int = Field(gt=0, description="slots between validation window starts")
     max_invalid_fraction: float = Field(ge=0, le=1, description="invalid slots allowed in a window")
-    batch_size: int = Field(gt=0)
+    batch_size: int = Field(gt=0, description="windows per step in all: split evenly between DDP processes")
     lr: float = Field(gt=0, description="learning rate (the peak of one_cycle)")
     lr_schedule: Literal["constant", "one_cycle"] = Field(
         "constant", description="constant, or torch's OneCycleLR over the run's optimizer steps"
@@ -165,8 +165,8 @@ class TrainParams(_Section):
     num_workers: int = Field(ge=0, description="DataLoader worker processes")
     seed: int
     accelerator: str = Field(description="auto | cpu | gpu (Lightning)")
-    devices: int | str = Field(description="auto or a count (Lightning)")
-    strategy: str = Field(description="auto | ddp | ... (Lightning)")
+    devices: int | str = Field(description="auto or a count (Lightning); N > 1: N training processes (DDP)")
+    strategy: str = Field(description="auto | ddp | ... (Lightning; DDP on CPU talks gloo)")
     precision: str | None = Field(description="Lightning precision; null: bf16-mixed on CUDA, 32-true on CPU")
     checkpoint_dir: str = Field(description="checkpoints go to <checkpoint_dir>/<model>-<config hash>/")
     arch: dict[str, dict[str, Any]] = Field(description="constructor arguments per architecture name")

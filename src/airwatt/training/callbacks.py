@@ -23,7 +23,8 @@ EPOCH_COLUMNS = ("val/loss", "val/mae_w", "val/f1", "val/precision", "val/recall
 
 class EpochMetricsTable(L.Callback):
     """Writes ``path`` (CSV: epoch, step, train_loss, then EPOCH_COLUMNS with ``/`` as ``_``) after every
-    fit epoch. ``train_loss`` is the mean training loss of the epoch's batches on this rank."""
+    fit epoch (rank zero writes). ``train_loss`` is the mean training loss of the epoch's batches, averaged
+    over the DDP processes (each takes as many steps): one process's figure for the same global batches."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -48,10 +49,12 @@ class EpochMetricsTable(L.Callback):
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
             return
         m = trainer.callback_metrics
+        mean = torch.as_tensor(self._loss_sum / self._batches if self._batches else math.nan)
+        train_loss = trainer.strategy.reduce(mean.to(pl_module.device), reduce_op="mean")  # every rank calls
         row: dict[str, float | int] = {
             "epoch": trainer.current_epoch,
             "step": trainer.global_step,
-            "train_loss": float(self._loss_sum) / self._batches if self._batches else math.nan,
+            "train_loss": float(train_loss),
         }
         for key in EPOCH_COLUMNS:
             value = float(m[key]) if key in m else math.nan

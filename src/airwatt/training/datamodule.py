@@ -1,7 +1,13 @@
 """Windows of the prepared data (airwatt.prepare.WindowDataset) as Lightning dataloaders.
 
-Windows are cut lazily from memory-mapped arrays; workers and DDP ranks open their own maps. Under DDP,
-Lightning adds the distributed sampler itself (and wraps the weighted sampler below in one).
+Windows are cut lazily from memory-mapped arrays; workers and DDP ranks open their own maps.
+
+Several processes (DDP, ``train.devices``): ``batch_size`` is the global batch, B / N windows per process.
+Every process draws the same seeded order of training windows per epoch (EpochDraw) and process r of N
+takes its positions r, r + N, r + 2N...: the k-th global batch holds positions kB..(k+1)B-1 of the draw,
+the windows one process would put in its k-th batch, so N processes see the same data, batch for batch, as
+one (Lightning's own DistributedSampler would replace the draw with a permutation of its own). Validation
+windows are dealt the same way (r, r + N, ...): together the processes score the same windows as one.
 
 ``source_weights`` ({source dataset: weight}) sets the training mix: a window of source s is drawn with
 probability weight_s / (sum of weights x windows of s), so each source gets its weight's share of the
@@ -11,14 +17,13 @@ without a weight is an error naming it; weight 0 leaves a source out. Empty: eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import cast
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Sampler
 
 from airwatt.config import AugmentParams
 from airwatt.errors import ConfigError, DataError
@@ -142,34 +147,85 @@ class WindowDataModule(L.LightningDataModule):
             for n, c in zip(names, counts, strict=True)
         }
 
-    def sampler(self) -> WeightedRandomSampler | None:
-        """The weighted sampler of the training mix; None without ``source_weights`` (plain shuffling)."""
+    def draw_weights(self) -> torch.Tensor | None:
+        """(n,) draw weight of every training window under ``source_weights``; None without them."""
         if not self.source_weights:
             return None
         assert self.train_set is not None
         mix = self.mix()
         names, which = np.unique(self.train_set.window_sources().astype(str), return_inverse=True)
         per_window = np.array([mix[str(n)]["share"] / mix[str(n)]["windows"] for n in names])
-        weights = cast(Sequence[float], torch.as_tensor(per_window[which], dtype=torch.double))
-        generator = torch.Generator().manual_seed(self.seed)
-        return WeightedRandomSampler(weights, num_samples=len(which), replacement=True, generator=generator)
+        return torch.as_tensor(per_window[which], dtype=torch.double)
 
-    def _loader(self, ds: WindowDataset | AugmentedWindows | None, shuffle: bool) -> DataLoader:
+    def ranks(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) of the Trainer using us; (0, 1) without one."""
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def rank_batch_size(self) -> int:
+        """Windows per batch in this process: ``batch_size`` (the global batch) over the processes."""
+        processes = self.ranks()[1]
+        if self.batch_size % processes:
+            raise ConfigError(
+                f"train.batch_size {self.batch_size} is the global batch, split evenly between the "
+                f"{processes} training processes (train.devices): make it a multiple of {processes}"
+            )
+        return self.batch_size // processes
+
+    def sampler(self) -> EpochDraw:
+        """This process's share of each epoch's training draw (EpochDraw)."""
+        assert self.train_set is not None, "setup('fit') runs first"
+        rank, processes = self.ranks()
+        return EpochDraw(len(self.train_set), self.seed, rank, processes, self.draw_weights())
+
+    def _loader(self, ds: WindowDataset | AugmentedWindows | None, train: bool) -> DataLoader:
         assert ds is not None, "setup() runs before the dataloaders"
-        sampler = self.sampler() if shuffle else None
+        rank, processes = self.ranks()
+        batch_size = self.rank_batch_size()
         return DataLoader(
             ds,
-            batch_size=self.batch_size,
-            shuffle=shuffle and sampler is None,
-            sampler=sampler,
+            batch_size=batch_size,
+            sampler=self.sampler() if train else range(rank, len(ds), processes),
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
-            drop_last=shuffle and len(ds) > self.batch_size,  # a batch of 1 breaks batch norm
+            drop_last=train and len(ds) // processes > batch_size,  # a batch of 1 breaks batch norm
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)
+
+
+class EpochDraw(Sampler[int]):
+    """Process ``rank`` of ``processes``: positions rank, rank + processes, ... of the epoch's draw.
+
+    The draw (seeded by seed + epoch, the same in every process) is a permutation of the ``n`` windows, or
+    with ``weights`` n windows drawn with replacement (torch's WeightedRandomSampler's draw). The last
+    n mod processes positions are left out, so every process takes as many steps (DDP averages the gradients
+    at every step). Lightning calls ``set_epoch`` before each epoch, including a resumed one.
+    """
+
+    def __init__(
+        self, n: int, seed: int, rank: int = 0, processes: int = 1, weights: torch.Tensor | None = None
+    ) -> None:
+        self.n, self.seed, self.rank, self.processes, self.weights = n, seed, rank, processes, weights
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def draw(self) -> torch.Tensor:
+        """(n,) window indices of this epoch, the same in every process."""
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        if self.weights is None:
+            return torch.randperm(self.n, generator=g)
+        return torch.multinomial(self.weights, self.n, replacement=True, generator=g)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.draw()[self.rank : len(self) * self.processes : self.processes].tolist())
+
+    def __len__(self) -> int:
+        return self.n // self.processes

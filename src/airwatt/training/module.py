@@ -113,7 +113,7 @@ class DisaggregationModule(L.LightningModule):
                 on_step=train,
                 on_epoch=True,
                 batch_size=n,
-                sync_dist=not train,
+                sync_dist=True,  # DDP: the global batch's loss (a scalar all-reduce, beside the gradients')
                 prog_bar=name == "loss",
             )
         if not train:
@@ -135,7 +135,8 @@ class DisaggregationModule(L.LightningModule):
     def _log_epoch_metrics(self, stage: str) -> None:
         values = self.val_metrics.compute()  # (A,) each, summed over batches and ranks
         for key in LOGGED_VAL_METRICS:
-            self.log(f"{stage}/{key}", nanmean(values[key]).float(), prog_bar=key in ("mae_w", "f1"))
+            value = nanmean(values[key]).float()  # the same on every rank: synced, it stays (Lightning asks)
+            self.log(f"{stage}/{key}", value, prog_bar=key in ("mae_w", "f1"), sync_dist=True)
         self.val_metrics.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -11,6 +11,14 @@ accelerator, devices, strategy, precision). A later run with the same hash resum
 its MLflow run), so an interrupted training continues, and raising max_epochs trains on. ``fresh=True``
 (``--fresh``) starts over.
 
+Several processes (``train.devices`` N > 1 with ``strategy: ddp`` or auto; on CPU Lightning's DDP talks gloo):
+Lightning starts ranks 1..N-1 by running this process's command again (``airwatt train ...``, with
+LOCAL_RANK set). ``batch_size`` stays the global batch and the data module deals each process its share of
+the same draw (airwatt.training.datamodule), so N processes take the same steps over the same batches as
+one. Rank zero alone creates the MLflow run, writes checkpoints, the epoch table, the bundle and the
+metrics, tunes the decision rule, logs and registers; the other ranks open no tracking store, log only
+errors and return after the fit; rank zero waits for them before it returns.
+
 Provenance: the bundle records the devices and UTC time ranges of the prepared train and val splits it
 learnt from (``provenance.data_ranges``, airwatt.data_ranges; also the run's artifact
 ``provenance/data_ranges.json``), so evaluation can say when it scores seen data and promotion can avoid it.
@@ -24,6 +32,7 @@ import logging
 import math
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,6 +93,7 @@ RUN_KEYS = frozenset(
     ]
 )
 MONITOR = "val/loss"
+RANK_EXIT_S = 120.0  # how long rank zero waits, after its own work, for the other ranks to exit
 PLOT_SPAN_S = 6 * 3600.0  # predicting a whole day at 5 s costs ~10 s of CPU per run; 6 h show a cycle
 
 
@@ -169,15 +179,12 @@ def make_logger(
     )
 
 
-def make_trainer(
-    cfg: TrainParams, ckpt_dir: Path, logger: MLFlowLogger | None, epochs_csv: Path, fast_dev_run: bool
-) -> L.Trainer:
+def make_trainer(cfg: TrainParams, ckpt_dir: Path, epochs_csv: Path, fast_dev_run: bool) -> L.Trainer:
+    """The Trainer, without a logger (rank zero gets one: log_to). Its ranks are known once it exists."""
     best = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor=MONITOR, mode="min", save_last=True
     )
     callbacks: list[L.Callback] = [best, EpochMetricsTable(epochs_csv)]
-    if logger is not None:
-        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience))
     limit = cfg.limit_train_batches
@@ -191,13 +198,60 @@ def make_trainer(
         limit_train_batches=limit if limit is not None else 1.0,
         limit_val_batches=cfg.limit_val_batches if cfg.limit_val_batches is not None else 1.0,
         log_every_n_steps=max(1, min(50, limit or 50)),
-        logger=logger if logger is not None else False,
+        logger=False,
         callbacks=callbacks,
         default_root_dir=ckpt_dir,
         fast_dev_run=fast_dev_run,
+        use_distributed_sampler=False,  # the data module deals each rank its share (same data as one process)
         enable_model_summary=False,  # the run's log says what was trained; the layer table is not for users
         deterministic=False,
     )
+
+
+def log_to(trainer: L.Trainer, logger: MLFlowLogger) -> None:
+    """Rank zero's MLflow logger and learning-rate monitor (the other ranks have neither: they never open
+    the tracking store, and Lightning logs from rank zero anyway)."""
+    trainer.loggers = [logger]
+    trainer.callbacks.append(LearningRateMonitor(logging_interval="epoch"))  # type: ignore[attr-defined]
+
+
+def check_processes(trainer: L.Trainer) -> None:
+    """ConfigError when several processes would re-run a command that trains more than once.
+
+    DDP's ranks 1..N-1 run this process's command line again (Lightning's launcher, or torchrun's own
+    copies): right for `airwatt train` or a script that trains once, wrong inside `airwatt protocol`, whose
+    every fold, evaluation and MLflow run each rank would repeat.
+    """
+    import click  # the CLI's parser (typer): which command, if any, is running
+
+    ctx = click.get_current_context(silent=True)
+    if trainer.world_size > 1 and ctx is not None and ctx.info_name != "train":
+        raise ConfigError(
+            f"train.devices gives {trainer.world_size} training processes, which re-run the command; "
+            f"`{ctx.command_path}` trains several models: set train.devices 1 for it (--set train.devices=1)"
+        )
+
+
+def quiet_other_ranks() -> None:
+    """Ranks other than zero log errors only: their lines would repeat rank zero's. (Lightning's rank, from
+    the environment its launcher or torchrun sets: known before the Trainer exists.)"""
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        logging.getLogger("airwatt").setLevel(logging.ERROR)
+
+
+def wait_for_other_ranks(trainer: L.Trainer) -> None:
+    """Rank zero, after its own work: wait for the ranks Lightning started (they return right after the
+    fit), so the command ends when all of its processes have. (A rank failing during the fit has already
+    stopped this one: Lightning's launcher watches them.)"""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    for rank, proc in enumerate(getattr(launcher, "procs", []), start=1):
+        try:
+            code = proc.wait(timeout=RANK_EXIT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("training rank %d (pid %d) still runs after %.0f s", rank, proc.pid, RANK_EXIT_S)
+            continue
+        if code != 0:
+            log.error("training rank %d (pid %d) exited with code %d after the fit", rank, proc.pid, code)
 
 
 def checkpoint_of(trainer: L.Trainer) -> ModelCheckpoint:
@@ -305,6 +359,7 @@ def train(
     cross-house protocol's folds); ``register=False`` logs the model to the run without a registry version.
     """
     data_dir = Path(data_dir)
+    quiet_other_ranks()
     cfg, arch_kwargs = resolve(params.train, model_name)
     L.seed_everything(cfg.seed, workers=True)
     data_version = lineage.dataset_version(data_dir)
@@ -330,7 +385,9 @@ def train(
     ckpt_dir = Path(cfg.checkpoint_dir) / f"{cfg.model}-{config_hash(cfg, arch_kwargs, data_version)}"
     last = ckpt_dir / "last.ckpt"
     resume = last if last.is_file() and not fresh and not fast_dev_run else None
-    if fresh and ckpt_dir.is_dir() and getattr(rank_zero_only, "rank", 0) == 0:
+    trainer = make_trainer(cfg, ckpt_dir, epochs_path, fast_dev_run)
+    check_processes(trainer)
+    if fresh and ckpt_dir.is_dir() and trainer.is_global_zero:
         shutil.rmtree(ckpt_dir)  # our own checkpoints of this config: a stale "best" must not win later
 
     model = build_model(spec) if initial is None else finetune.initial_model(spec, initial, cfg.finetune)
@@ -351,14 +408,14 @@ def train(
         aggregate_norm=None if initial is None else (spec.norm.aggregate_mean_w, spec.norm.aggregate_std_w),
         targets=sequence_targets(cfg, model),
     )
-    logger = (
-        None
-        if fast_dev_run or not use_mlflow
-        else make_logger(params, cfg, previous_run_id(ckpt_dir) if resume else None, parent_run_id, run_name)
-    )
-    trainer = make_trainer(cfg, ckpt_dir, logger, epochs_path, fast_dev_run)
-    run_id = logger.run_id if logger is not None and trainer.is_global_zero else None
+    run_id = None
     if trainer.is_global_zero:
+        if use_mlflow and not fast_dev_run:
+            logger = make_logger(
+                params, cfg, previous_run_id(ckpt_dir) if resume else None, parent_run_id, run_name
+            )
+            log_to(trainer, logger)
+            run_id = logger.run_id
         sidecar = {"run_id": run_id, "data_version": data_version, "train": cfg.model_dump()}
         write_json_atomic(sidecar_path(ckpt_dir), sidecar)
         dm.setup("fit")
@@ -406,6 +463,7 @@ def train(
         summary["model_version"] = int(version)
     write_json_atomic(metrics_path, {k: None if _is_nan(v) else v for k, v in summary.items()})
     log.info("trained %s: %s", cfg.model, json.dumps(summary, default=str))
+    wait_for_other_ranks(trainer)
     return TrainResult(out_dir, ckpt_dir, resume, trainer.global_step, len(rows), best, run_id, version)
 
 
@@ -414,7 +472,8 @@ def fit(
 ) -> list[dict[str, float | int]]:
     """Fit (from ``resume`` when given), then keep the best weights; returns the per-epoch rows."""
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
-    load_best_weights(trainer, module)
+    if trainer.is_global_zero:  # the only rank that goes on with the weights
+        load_best_weights(trainer, module)
     table = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetricsTable))  # type: ignore[attr-defined]
     return list(table.rows)
 
