@@ -72,6 +72,19 @@ def test_protocol_train_overrides_only_keys_the_protocol_leaves_to_it() -> None:
         load_params(
             REPO / "params.yaml", overrides={**REDUCED, "protocol.train": {"causal": {"no_such_key": 1}}}
         )
+    with pytest.raises(ConfigError, match=r"\['devices'\] are not train keys or are set by the protocol"):
+        load_params(REPO / "params.yaml", overrides={**REDUCED, "protocol.train": {"causal": {"devices": 2}}})
+
+
+def test_protocol_runs_train_in_one_process_whatever_train_devices_says(tmp_path: Path) -> None:
+    """Under DDP every rank reruns the whole command: the protocol's runs ask for one process."""
+    from airwatt.protocol import train_overrides
+
+    params = load_params(REPO / "params.yaml", overrides={**REDUCED, "train.devices": 4})
+    assert params.protocol is not None
+    over = train_overrides(params, params.protocol, "causal", 1, tmp_path)
+    assert over["train.devices"] == 1
+    assert load_params(REPO / "params.yaml", overrides={**REDUCED, **over}).train.devices == 1
 
 
 def _children(client, parent: str) -> list:

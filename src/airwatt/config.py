@@ -399,6 +399,7 @@ PROTOCOL_TRAIN_KEYS = frozenset(
         "checkpoint_dir",
         "init_from",
         "finetune",
+        "devices",
     }
 )
 

@@ -228,6 +228,7 @@ def train_overrides(
         "train.limit_train_batches": max(1, math.ceil(pp.max_steps / 10)),
         "train.source_weights": dict(pp.weights),
         "train.checkpoint_dir": str(checkpoints),
+        "train.devices": 1,  # one process: under DDP every rank would rerun the whole protocol
     }
 
 
@@ -444,6 +445,7 @@ def adapt_one(
             "train.limit_train_batches": max(1, math.ceil(ap.max_steps / 5)),
             "train.source_weights": {},
             "train.checkpoint_dir": str(work / "checkpoints"),
+            "train.devices": 1,
         }
         name = f"{run.model}-seed{run.seed}-k{k:g}"
         result = train(

@@ -1,4 +1,4 @@
-"""Windows of the prepared data (airwatt.prepare.WindowDataset) as Lightning dataloaders.
+"""Windows of the prepared data (airwatt.prepare.windows.WindowDataset) as Lightning dataloaders.
 
 Windows are cut lazily from memory-mapped arrays; workers and DDP ranks open their own maps.
 
