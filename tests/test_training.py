@@ -223,6 +223,11 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(
     epochs = pd.read_csv(tmp_path / "metrics" / "epochs.csv")
     assert list(epochs["epoch"]) == [0, 1] and list(epochs["step"]) == [3, 6]
 
+    (tmp_path / "metrics" / "epochs.csv").unlink()  # what `dvc repro` does to a stage's outputs first
+    again = run_train(tiny_params(tmp_path, max_epochs=2), prepared, tmp_path)  # finished: nothing to fit
+    assert again.resumed_from is not None and again.global_step == 6
+    assert pd.read_csv(tmp_path / "metrics" / "epochs.csv").equals(epochs)
+
     fresh = run_train(tiny_params(tmp_path, max_epochs=1), prepared, tmp_path, fresh=True)
     assert fresh.resumed_from is None and fresh.global_step == 3
 

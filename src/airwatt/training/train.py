@@ -472,9 +472,12 @@ def fit(
 ) -> list[dict[str, float | int]]:
     """Fit (from ``resume`` when given), then keep the best weights; returns the per-epoch rows."""
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    table = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetricsTable))  # type: ignore[attr-defined]
     if trainer.is_global_zero:  # the only rank that goes on with the weights
         load_best_weights(trainer, module)
-    table = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetricsTable))  # type: ignore[attr-defined]
+        # a rerun of a finished training fits no epoch: the table comes from the checkpoint's state, and its
+        # file is written again (DVC removes a stage's outputs before running it)
+        write_rows(table.path, table.rows)
     return list(table.rows)
 
 
