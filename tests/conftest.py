@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -115,27 +116,14 @@ def manifest_of(path: Path) -> Manifest:
 
 
 # ------------------------------------------------------------------ real servers and a trained model
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real tracking server (sqlite backend, proxied artifacts) on a free loopback port."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextmanager
+def running_mlflow_server(root: Path, backend_store_uri: str, timeout_s: float = 90) -> Iterator[str]:
+    """`mlflow server` on ``backend_store_uri``, artifacts proxied to ``root``/artifacts, loopback."""
     port = free_port()
     hosts = f"127.0.0.1:{port},127.0.0.1,localhost:{port},localhost"
     log = (root / "server.log").open("w")
-    args = [
-        "--backend-store-uri",
-        f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--allowed-hosts",
-        hosts,
-    ]
+    args = ["--backend-store-uri", backend_store_uri, "--artifacts-destination", str(root / "artifacts")]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--allowed-hosts", hosts]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", *args],
@@ -146,11 +134,19 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ok(f"{url}/health", proc, root / "server.log", what="mlflow server", timeout_s=90)
+        wait_until_ok(f"{url}/health", proc, root / "server.log", what="mlflow server", timeout_s=timeout_s)
         yield url
     finally:
         stop_process(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real tracking server (sqlite backend, proxied artifacts) on a free loopback port."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with running_mlflow_server(root, f"sqlite:///{root / 'server.db'}") as url:
+        yield url
 
 
 POSTGRES_SCRIPT = REPO / "training" / "mlflow-postgres.sh"
@@ -187,38 +183,8 @@ def mlflow_postgres_server(postgres_server: str, tmp_path_factory: pytest.TempPa
     """A team-like tracking server: PostgreSQL backend store, proxied artifacts (a local folder standing in
     for S3), on a free loopback port. The first start creates MLflow's tables (~30 s on 2 cores)."""
     root = tmp_path_factory.mktemp("mlflow-postgres-server")
-    port = free_port()
-    hosts = f"127.0.0.1:{port},127.0.0.1,localhost:{port},localhost"
-    log = (root / "server.log").open("w")
-    args = [
-        "--backend-store-uri",
-        postgres_server,
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--allowed-hosts",
-        hosts,
-    ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", *args],
-        cwd=root,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ok(f"{url}/health", proc, root / "server.log", what="mlflow server", timeout_s=180)
+    with running_mlflow_server(root, postgres_server, timeout_s=180) as url:
         yield url
-    finally:
-        stop_process(proc)
-        log.close()
 
 
 @pytest.fixture(scope="session")
