@@ -45,6 +45,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.server)
 
 
+@pytest.fixture(autouse=True)
+def _environment_is_restored() -> Iterator[None]:
+    """Whatever a test's in-process code puts in os.environ (the CLI's logging setup sets
+    MLFLOW_LOGGING_LEVEL, for one) does not reach the tests after it or their subprocesses."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data, or skip: the public NILM data is not on a user's machine. With

@@ -123,7 +123,8 @@ def tracked(run: Path) -> tuple[list[Any], list[Any]]:
     from mlflow import MlflowClient
 
     reg = load_params(REPO / "params.yaml").register_
-    client = MlflowClient(f"sqlite:///{run / 'mlflow.db'}")
+    uri = f"sqlite:///{run / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)  # not a registry URI another test set for the process
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiment_ids=experiments)
     return runs, client.search_model_versions(f"name='{reg.model_name}'")

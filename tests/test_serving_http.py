@@ -273,9 +273,9 @@ def test_a_stopped_server_leaves_no_staged_copy_behind(trained_bundle: Path, tmp
 
 
 def pins(lines: list[str]) -> dict[str, str]:
-    """``name==version`` requirement lines -> {normalised name: version}."""
+    """``name[extras]==version`` requirement lines -> {normalised name: version} (extras dropped)."""
     parts = [ln.split("#")[0].partition("==") for ln in lines]
-    return {n.strip().lower().replace("_", "-"): v.strip() for n, _, v in parts if v.strip()}
+    return {n.split("[")[0].strip().lower().replace("_", "-"): v.strip() for n, _, v in parts if v.strip()}
 
 
 def test_the_bento_pins_the_versions_pyproject_and_constraints_pin() -> None:
