@@ -32,13 +32,14 @@ from airwatt import promotion, tracking
 from airwatt.appliances import APPLIANCES
 from airwatt.cli import app
 from airwatt.config import RegisterParams, load_params
-from airwatt.data_ranges import DataRanges, epoch_ms, seen_by, split_ranges, training_record
+from airwatt.data_ranges import DataRanges, seen_by, split_ranges, training_record
 from airwatt.dataset import DatasetWriter, DeviceInfo
 from airwatt.evaluate import evaluate, evaluate_bundle
 from airwatt.labels import derive_labels
 from airwatt.models import GapPolicy, ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model, read_spec
 from airwatt.models.frame import predict_frame
 from airwatt.prepare import prepare
+from airwatt.timeutil import epoch_ms
 from airwatt.training.train import train
 
 NAME = "airwatt-disaggregator"

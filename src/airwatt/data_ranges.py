@@ -23,33 +23,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airwatt.errors import DataError
+from airwatt.timeutil import epoch_ms, iso
 
 SPLITS_SEEN = ("train", "val")  # the splits of the prepared data a trained model has seen
 RECORD_KEY = "data_ranges"  # the provenance key
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 Span = tuple[int, int]  # [start_ms, end_ms), UTC
 
 
 class NoDisjointData(DataError):
     """An evaluation told to leave ranges out (airwatt.evaluate ``exclude``) has nothing left to score."""
-
-
-def iso(ms: int) -> str:
-    """Epoch milliseconds as ISO 8601 UTC (the format of prepare's split.json)."""
-    return (_EPOCH + ms * _MS).isoformat()
-
-
-def epoch_ms(text: str) -> int:
-    """ISO 8601 (a naive one is UTC) as epoch milliseconds."""
-    t = datetime.fromisoformat(text)
-    return ((t if t.tzinfo is not None else t.replace(tzinfo=UTC)) - _EPOCH) // _MS
 
 
 def _merged(spans: Iterable[Span]) -> tuple[Span, ...]:

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import numpy as np
 import pandas as pd
 
 from airwatt.dataset.schema import PANDAS_TIMESTAMP_DTYPE
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def iso(ms: int) -> str:
+    """Epoch milliseconds as ISO 8601 UTC ('2026-01-05T00:00:00+00:00', prepare's split.json format)."""
+    return (_EPOCH + ms * _MS).isoformat()
+
+
+def epoch_ms(text: str) -> int:
+    """ISO 8601 (a naive one is UTC) as epoch milliseconds."""
+    t = datetime.fromisoformat(text)
+    return ((t if t.tzinfo is not None else t.replace(tzinfo=UTC)) - _EPOCH) // _MS
 
 
 def to_epoch_ms(s: pd.Series | pd.DatetimeIndex) -> np.ndarray:

@@ -50,7 +50,7 @@ from airwatt.prepare.activations import (
 from airwatt.prepare.grid import DeviceGrid, grid_device, grid_span
 from airwatt.prepare.normalize import fit_norm_stats
 from airwatt.prepare.split import SPLITS, TimeRanges, explicit_split, split_devices, time_split
-from airwatt.timeutil import to_epoch_ms
+from airwatt.timeutil import iso, to_epoch_ms
 
 log = logging.getLogger("airwatt.prepare")  # the stage's logger keeps the package's name
 
@@ -72,10 +72,6 @@ TIME_SPLIT_RULE = (
     "by time: every device in every split; each device's grid span cut oldest -> train, then val, then test, "
     "round(fraction * slots) slots for val and test"
 )
-
-
-def _iso(ms: int) -> str:
-    return pd.Timestamp(ms, unit="ms", tz="UTC").isoformat()
 
 
 def load_array(path: Path) -> np.ndarray:
@@ -288,7 +284,7 @@ def prepare(data_dir: Path, params: Params, out: Path) -> dict[str, Any]:
         doc["excluded"] = sorted(p.exclude_devices)
     if ranges is not None:
         doc["time_ranges"] = {
-            s: {d: [_iso(a), _iso(b)] for d, (a, b) in sorted(r.items())} for s, r in ranges.items()
+            s: {d: [iso(a), iso(b)] for d, (a, b) in sorted(r.items())} for s, r in ranges.items()
         }
     with atomic_dir(out) as tmp:
         (tmp / "split.json").write_text(json.dumps(doc, indent=2))
