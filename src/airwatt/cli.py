@@ -16,7 +16,7 @@ import typer
 
 from airwatt.errors import AirwattError
 from airwatt.labeling.cli import label_app
-from airwatt.report.command import report_cmd
+from airwatt.report.command import fleet_report_cmd, report_cmd
 from airwatt.serving.cli import serve_command
 
 log = logging.getLogger("airwatt")
@@ -32,7 +32,14 @@ data_app = typer.Typer(
     help="Beta-user datasets: simulate, import, sync, validate, prepare.",
     no_args_is_help=True,
 )
+fleet_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Fleet-scale jobs on Ray: the monthly report of every device.",
+    no_args_is_help=True,
+)
+fleet_app.command("report")(fleet_report_cmd)
 app.add_typer(data_app, name="data")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(label_app, name="label")
 app.command("report")(report_cmd)
 app.command("serve")(serve_command)
