@@ -39,6 +39,7 @@ from airwatt.labels import derive_labels
 from airwatt.models import GapPolicy, ModelBundle, ModelSpec, NormStats, OnOffSpec, build_model, read_spec
 from airwatt.models.frame import predict_frame
 from airwatt.prepare import prepare
+from airwatt.results import EvaluationReport
 from airwatt.timeutil import epoch_ms
 from airwatt.training.train import train
 
@@ -168,14 +169,17 @@ def test_evaluate_warns_and_reports_when_its_data_overlaps_training(
     train_dev = json.loads(split_file.read_text())["train"][0]
     with caplog.at_level("WARNING", logger="airwatt.evaluate"):
         held_out = evaluate(trained_bundle, data, tmp_path / "test.json", split_file=split_file, split="test")
-    assert held_out["overlap"]["with_training"] is False and held_out["overlap"]["devices"] == {}
+    assert held_out.overlap.with_training is False and held_out.overlap.devices == {}
     assert "overlaps the model's training" not in caplog.text
     with caplog.at_level("WARNING", logger="airwatt.evaluate"):
         seen = evaluate(trained_bundle, data, tmp_path / "train.json", split_file=split_file, split="train")
-    assert seen["overlap"]["with_training"] is True
-    assert list(seen["overlap"]["devices"]) == [train_dev] and seen["overlap"]["hours"] > 0
+    assert seen.overlap.with_training is True
+    assert list(seen.overlap.devices) == [train_dev] and seen.overlap.hours > 0
     assert "overlaps the model's training/validation data" in caplog.text and train_dev in caplog.text
-    assert json.loads((tmp_path / "train.json").read_text())["overlap"] == seen["overlap"]
+    assert (
+        json.loads((tmp_path / "train.json").read_text())["overlap"]
+        == seen.model_dump(mode="json")["overlap"]
+    )
 
 
 def test_overlap_is_by_device_and_time_and_unknown_for_an_old_bundle(
@@ -198,19 +202,17 @@ def test_overlap_is_by_device_and_time_and_unknown_for_an_old_bundle(
         )
     )
     disjoint = evaluate_bundle(ModelBundle.load(trained), data, split_file=later, split="test")
-    assert disjoint["overlap"]["with_training"] is False
-    assert disjoint["overlap"]["evaluated"]["s"] == [
-        ["2026-01-05T06:00:00+00:00", "2026-01-05T08:00:00+00:00"]
-    ]
+    assert disjoint.overlap.with_training is False
+    assert disjoint.overlap.evaluated["s"] == [("2026-01-05T06:00:00+00:00", "2026-01-05T08:00:00+00:00")]
     whole = evaluate_bundle(ModelBundle.load(trained), data)
-    assert whole["overlap"]["with_training"] is True
-    assert whole["overlap"]["devices"] == {"s": [[T0, "2026-01-05T06:00:00+00:00"]]}  # t never trained
-    assert whole["overlap"]["hours"] == pytest.approx(6)
+    assert whole.overlap.with_training is True
+    assert whole.overlap.devices == {"s": [(T0, "2026-01-05T06:00:00+00:00")]}  # t never trained
+    assert whole.overlap.hours == pytest.approx(6)
 
     legacy = baseline_bundle(tmp_path / "old", "mean", {"run_id": "from-before"})
     with caplog.at_level("WARNING", logger="airwatt.evaluate"):
         unknown = evaluate_bundle(ModelBundle.load(legacy), data)
-    assert unknown["overlap"]["with_training"] is None and unknown["overlap"]["provenance"] == "unknown"
+    assert unknown.overlap.with_training is None and unknown.overlap.provenance == "unknown"
     assert "does not record the data it trained and validated on" in caplog.text
 
 
@@ -279,7 +281,9 @@ def by_mae(params: Any) -> RegisterParams:
 
 
 def on_devices(data: Path, devices: list[str]) -> promotion.Evaluator:
-    def evaluate_model(model: str | Path, out: Path, is_candidate: bool, exclude: DataRanges | None) -> dict:
+    def evaluate_model(
+        model: str | Path, out: Path, is_candidate: bool, exclude: DataRanges | None
+    ) -> EvaluationReport:
         return evaluate(model, data, out, devices=devices, exclude=exclude)
 
     return evaluate_model
@@ -304,8 +308,8 @@ def test_promotion_compares_only_on_data_neither_model_trained_or_validated_on(
         role: evaluate(f"models:/{NAME}/{v[role]}", data, tmp_path / f"{role}.json", devices=["a", "b"])
         for role in ("champion", "candidate")
     }
-    assert full["champion"]["mean"]["mae_w"] < full["candidate"]["mean"]["mae_w"]
-    assert full["champion"]["overlap"]["devices"].keys() == {"a"}
+    assert full["champion"].mean.mae_w < full["candidate"].mean.mae_w
+    assert full["champion"].overlap.devices.keys() == {"a"}
 
     promo = promotion.promote(
         f"models:/{NAME}/{v['candidate']}",
@@ -318,7 +322,7 @@ def test_promotion_compares_only_on_data_neither_model_trained_or_validated_on(
     assert promo.compared_on is not None and promo.compared_on.devices == ["b"]
     assert promo.candidate_value == pytest.approx(100 / 3) and promo.champion_value == pytest.approx(200 / 3)
     assert "on 1 device(s), 2 h disjoint from both models' training and validation" in promo.reason
-    assert promo.as_json()["compared_devices"] == ["b"] and promo.candidate_overlaps_training is False
+    assert promo.as_json().compared_devices == ["b"] and promo.candidate_overlaps_training is False
     # The candidate's own report is still the whole selection.
     assert json.loads((tmp_path / "eval.json").read_text())["data"]["devices"] == ["a", "b"]
 

@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import matplotlib.image
 import numpy as np
@@ -34,6 +33,7 @@ from airwatt.metrics import METRIC_KEYS
 from airwatt.models import GapPolicy, ModelBundle, ModelOutput, ModelSpec, NormStats, OnOffSpec, build_model
 from airwatt.models.decision import DecisionSpec, decision_spec
 from airwatt.plots import plot_disaggregation
+from airwatt.results import EvaluationReport, Metrics
 
 APPS = ["fridge", "kettle"]
 PER_DAY = 24 * 3600 // 5  # readings per day at 5 s
@@ -123,21 +123,21 @@ def square(
     return readings, gt, derive_labels(gt, APPS, APPLIANCES, 5)
 
 
-def metrics(report: dict[str, Any], app: str, device: str | None = None) -> dict[str, Any]:
-    return report["appliances"][app] if device is None else report["devices"][device][app]
+def metrics(report: EvaluationReport, app: str, device: str | None = None) -> Metrics:
+    return report.appliances[app] if device is None else report.devices[device][app]
 
 
 # ------------------------------------------------------------------------------------------ known models
 def test_perfect_model_scores_perfectly(make_dataset: Callable[..., Path]) -> None:
     data = make_dataset(devices=2, hours=8)
     report = evaluate_bundle(Oracle(), data)
-    assert report["data"]["devices"] == ["d-0000", "d-0001"]
-    for block in (report["appliances"], *report["devices"].values()):
+    assert report.data.devices == ["d-0000", "d-0001"]
+    for block in (report.appliances, *report.devices.values()):
         for name in APPS:
             m = block[name]
-            assert m["mae_w"] == 0 and m["sae"] == 0 and m["nde"] == 0 and m["eac"] == 1
-            assert m["f1"] == 1 and m["precision"] == 1 and m["recall"] == 1
-    assert report["mean"]["mae_w"] == 0 and report["mean"]["f1"] == 1
+            assert m.mae_w == 0 and m.sae == 0 and m.nde == 0 and m.eac == 1
+            assert m.f1 == 1 and m.precision == 1 and m.recall == 1
+    assert report.mean.mae_w == 0 and report.mean.f1 == 1
 
 
 def test_zero_model_from_a_real_bundle_scores_the_mean_truth(
@@ -146,19 +146,19 @@ def test_zero_model_from_a_real_bundle_scores_the_mean_truth(
     data = make_dataset(devices=2, hours=8)
     bundle = save_real_bundle(tmp_path / "always_off")
     report = evaluate(bundle, data, tmp_path / "eval.json")
-    assert json.loads((tmp_path / "eval.json").read_text()) == report
+    assert json.loads((tmp_path / "eval.json").read_text()) == report.model_dump(mode="json")
     fridge, kettle = metrics(report, "fridge"), metrics(report, "kettle")
     # MAE of predicting 0 W is the mean truth: the fridge is on 20 of every 60 min at 100 W ...
-    assert fridge["mae_w"] == pytest.approx(100 * 20 / 60)
+    assert fridge.mae_w == pytest.approx(100 * 20 / 60)
     # ... the kettle 36 readings of the 8 h (5760 readings) at 2200 W.
-    assert kettle["mae_w"] == pytest.approx(2200 * KETTLE_ON / (8 * 720))
+    assert kettle.mae_w == pytest.approx(2200 * KETTLE_ON / (8 * 720))
     for m in (fridge, kettle):
-        assert m["recall"] == 0 and m["f1"] == 0
-        assert m["precision"] is None  # never predicted on: undefined, not 0 or 1
-        assert m["sae"] == 1 and m["nde"] == 1  # |0 - Σy| / Σy and Σy² / Σy²
-        assert m["eac"] == pytest.approx(1 - 1 / 2)  # 1 - Σy / (2 Σy)
-    assert report["mean"]["mae_w"] == pytest.approx((100 * 20 / 60 + 2200 * KETTLE_ON / (8 * 720)) / 2)
-    assert report["model"]["arch"] == "always_off" and report["model"]["uri"] == str(bundle)
+        assert m.recall == 0 and m.f1 == 0
+        assert m.precision is None  # never predicted on: undefined, not 0 or 1
+        assert m.sae == 1 and m.nde == 1  # |0 - Σy| / Σy and Σy² / Σy²
+        assert m.eac == pytest.approx(1 - 1 / 2)  # 1 - Σy / (2 Σy)
+    assert report.mean.mae_w == pytest.approx((100 * 20 / 60 + 2200 * KETTLE_ON / (8 * 720)) / 2)
+    assert report.model.arch == "always_off" and report.model.uri == str(bundle)
 
 
 def test_unpredicted_and_invalid_readings_do_not_count(tmp_path: Path) -> None:
@@ -166,11 +166,11 @@ def test_unpredicted_and_invalid_readings_do_not_count(tmp_path: Path) -> None:
     gt.loc[720:1439, "fridge"] = np.nan  # the second hour has no fridge truth (longer than max_fill_s)
     data = write_dataset(tmp_path / "gappy", {"d-0000": (readings, gt, labels)})
     report = evaluate_bundle(Oracle(unpredicted=100), data)
-    assert metrics(report, "fridge")["mae_w"] == 0 and metrics(report, "fridge")["f1"] == 1
-    assert metrics(report, "kettle")["mae_w"] == 0
-    counted = report["data"]["readings"]
-    assert counted["fridge"] == {"power": 8 * 720 - 100 - 720, "onoff": 8 * 720 - 100 - 720}
-    assert counted["kettle"] == {"power": 8 * 720 - 100, "onoff": 8 * 720 - 100}
+    assert metrics(report, "fridge").mae_w == 0 and metrics(report, "fridge").f1 == 1
+    assert metrics(report, "kettle").mae_w == 0
+    counted = report.data.readings
+    assert counted["fridge"].model_dump() == {"power": 8 * 720 - 100 - 720, "onoff": 8 * 720 - 100 - 720}
+    assert counted["kettle"].model_dump() == {"power": 8 * 720 - 100, "onoff": 8 * 720 - 100}
 
 
 def test_appliances_block_pools_readings_of_all_devices(tmp_path: Path) -> None:
@@ -178,13 +178,13 @@ def test_appliances_block_pools_readings_of_all_devices(tmp_path: Path) -> None:
         tmp_path / "two", {"d-0000": square("d-0000", hours=8), "d-0001": square("d-0001", hours=24)}
     )
     report = evaluate_bundle(Oracle(unpredicted=0), data)  # sanity: perfect on both
-    assert metrics(report, "kettle")["mae_w"] == 0
+    assert metrics(report, "kettle").mae_w == 0
     bundle = ModelBundle.load(save_real_bundle(tmp_path / "zero"))
     report = evaluate_bundle(bundle, data)
-    per_device = [metrics(report, "kettle", d)["mae_w"] for d in ("d-0000", "d-0001")]
+    per_device = [metrics(report, "kettle", d).mae_w for d in ("d-0000", "d-0001")]
     assert per_device == pytest.approx([2200 * 36 / (8 * 720), 2200 * 36 / (24 * 720)])
     # pooled: both kettle runs over all 8 h + 24 h of readings, not the mean of the two devices
-    assert metrics(report, "kettle")["mae_w"] == pytest.approx(2 * 2200 * 36 / (32 * 720))
+    assert metrics(report, "kettle").mae_w == pytest.approx(2 * 2200 * 36 / (32 * 720))
 
 
 def test_appliances_a_device_lacks_are_skipped_for_it(
@@ -206,16 +206,16 @@ def test_appliances_a_device_lacks_are_skipped_for_it(
     )
     with caplog.at_level("INFO", logger="airwatt.evaluate"):
         report = evaluate_bundle(Oracle(), data)
-    assert set(report["devices"]["d-0001"]) == {"fridge"}
+    assert set(report.devices["d-0001"]) == {"fridge"}
     assert "d-0001: no ground truth or labels for kettle" in caplog.text
     # Annotator labels only: on/off metrics, no power metrics.
-    d2 = report["devices"]["d-0002"]
+    d2 = report.devices["d-0002"]
     assert set(d2) == {"fridge"}
-    assert d2["fridge"]["f1"] == 1 and d2["fridge"]["mae_w"] is None and d2["fridge"]["sae"] is None
+    assert d2["fridge"].f1 == 1 and d2["fridge"].mae_w is None and d2["fridge"].sae is None
     # The kettle is evaluated on d-0000 only; the fridge's power on d-0000 and d-0001, its state on all three.
-    assert report["data"]["readings"]["kettle"]["power"] == 8 * 720
-    assert report["data"]["readings"]["fridge"] == {"power": 2 * 8 * 720, "onoff": 3 * 8 * 720}
-    assert report["data"]["skipped_devices"] == {
+    assert report.data.readings["kettle"].power == 8 * 720
+    assert report.data.readings["fridge"].model_dump() == {"power": 2 * 8 * 720, "onoff": 3 * 8 * 720}
+    assert report.data.skipped_devices == {
         "d-0003": "no ground truth or labels for any of the model's appliances"
     }
     with pytest.raises(DataError, match="none of the selected devices \\['d-0003'\\] has truth"):
@@ -229,8 +229,8 @@ def test_split_file_selects_the_held_out_devices(make_dataset: Callable[..., Pat
         json.dumps({"seed": 7, "train": ["d-0000", "d-0002"], "val": [], "test": ["d-0001"]})
     )
     report = evaluate_bundle(Oracle(), data, split_file=split_file, split="test")
-    assert report["data"]["devices"] == ["d-0001"]
-    assert list(report["devices"]) == ["d-0001"]
+    assert report.data.devices == ["d-0001"]
+    assert list(report.devices) == ["d-0001"]
     both = evaluate_bundle(
         Oracle(),
         data,
@@ -238,7 +238,7 @@ def test_split_file_selects_the_held_out_devices(make_dataset: Callable[..., Pat
         split_file=split_file,
         split="train",
     )
-    assert both["data"]["devices"] == ["d-0000", "d-0002"]
+    assert both.data.devices == ["d-0000", "d-0002"]
 
 
 def test_time_split_evaluates_only_the_test_period(make_dataset: Callable[..., Path], tmp_path: Path) -> None:
@@ -257,14 +257,14 @@ def test_time_split_evaluates_only_the_test_period(make_dataset: Callable[..., P
     split_file = tmp_path / "prep" / "split.json"
     test = evaluate_bundle(Oracle(), data, split_file=split_file, split="test")
     whole = evaluate_bundle(Oracle(), data)
-    assert whole["data"]["readings"]["fridge"]["power"] == 8 * 720
-    assert test["data"]["readings"]["fridge"]["power"] == 2 * 720  # 06:00-08:00 only
-    assert test["data"]["selection"]["time_ranges"]["d-0000"][0].startswith("2026-01-05T06:00:00")
-    assert test["appliances"]["kettle"]["f1"] == 1.0  # the 07:00 kettle run is in the test period
+    assert whole.data.readings["fridge"].power == 8 * 720
+    assert test.data.readings["fridge"].power == 2 * 720  # 06:00-08:00 only
+    assert test.data.selection.time_ranges["d-0000"][0].startswith("2026-01-05T06:00:00")
+    assert test.appliances["kettle"].f1 == 1.0  # the 07:00 kettle run is in the test period
     served = evaluate_bundle(newest_reading_bundle(None), data, split_file=split_file, split="test")
-    assert served["data"]["readings"]["fridge"]["onoff"] == 2 * 720
-    assert served["data"]["answered"]["fridge"] == 1.0  # its first readings too: history was loaded
-    assert served["appliances"]["fridge"]["f1"] == 1.0  # the plain per-reading rule reads 100 W exactly
+    assert served.data.readings["fridge"].onoff == 2 * 720
+    assert served.data.answered["fridge"] == 1.0  # its first readings too: history was loaded
+    assert served.appliances["fridge"].f1 == 1.0  # the plain per-reading rule reads 100 W exactly
 
 
 # ----------------------------------------------------------------------------------------------- the CLI
@@ -475,23 +475,23 @@ def test_a_real_time_model_is_scored_on_what_the_service_answers(tmp_path: Path)
     bundle = newest_reading_bundle(decision_spec(60, {"fridge": rule}))
     data = write_dataset(tmp_path / "one", {"d-0000": square("d-0000", hours=8)})
     report = evaluate_bundle(bundle, data)
-    assert report["rule"] == "served"
-    fridge = report["appliances"]["fridge"]
+    assert report.rule == "served"
+    fridge = report.appliances["fridge"]
     # FN: the 8 unanswered readings (readings 8-9 hold no confirmation yet, so the band's middle decides:
     # on) and 2 of each of the 7 later runs; FP: 1 per switch-off (8).
     tp, fp, fn = 8 * 240 - 22, 8, 22
-    assert fridge["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
-    assert fridge["recall"] == pytest.approx(tp / (tp + fn))
-    assert fridge["precision"] == pytest.approx(tp / (tp + fp))
+    assert fridge.f1 == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert fridge.recall == pytest.approx(tp / (tp + fn))
+    assert fridge.precision == pytest.approx(tp / (tp + fp))
     # Watts are the served state's: 0 W on the 22 missed readings (truth 100 W); the kettle's 2200 W from
     # 07:00 (a fridge switch-on too) make the stand-in read 300 W, the fridge's maximum, on the 34 readings
     # after the 2 missed.
-    assert fridge["mae_w"] == pytest.approx((22 * 100 + 34 * 200) / (8 * 720))
-    assert report["data"]["answered"]["fridge"] == pytest.approx((8 * 720 - 8) / (8 * 720))
+    assert fridge.mae_w == pytest.approx((22 * 100 + 34 * 200) / (8 * 720))
+    assert report.data.answered["fridge"] == pytest.approx((8 * 720 - 8) / (8 * 720))
     # The same outputs under the offline rule (the future-reading durations): every reading right.
-    assert report["offline"]["appliances"]["fridge"]["f1"] == 1.0
-    switches = report["switches"]["fridge"]
-    assert switches["switch_ons"] == 7  # the first run began before the data: not an observed switch-on
-    assert switches["detected"] == 1.0
-    assert switches["delay_median_s"] == switches["delay_p90_s"] == 10.0
-    assert switches["false_switches_per_day"] == 0.0
+    assert report.offline.appliances["fridge"].f1 == 1.0
+    switches = report.switches["fridge"]
+    assert switches.switch_ons == 7  # the first run began before the data: not an observed switch-on
+    assert switches.detected == 1.0
+    assert switches.delay_median_s == switches.delay_p90_s == 10.0
+    assert switches.false_switches_per_day == 0.0

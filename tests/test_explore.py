@@ -113,8 +113,8 @@ def test_the_device_day_is_what_airwatt_evaluate_sees(
     assert dd.frame["kettle_truth_on"].sum() == 180 / 5
     report = evaluate_bundle(bundle, data)
     for app in APPS:
-        expected = report["devices"]["d-0000"][app]
-        for key, value in expected.items():
+        expected = report.devices["d-0000"][app]
+        for key, value in expected.model_dump().items():
             got = dd.metrics.loc[app, key]
             assert (value is None and np.isnan(got)) or got == pytest.approx(value), (app, key)
     energy = explore.day_energy(dd)

@@ -111,7 +111,7 @@ def tracked(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def fridge_mae(bundle: ModelBundle, data: Path) -> float:
-    return float(evaluate_bundle(bundle, data, devices=["b-2"])["appliances"]["fridge"]["mae_w"])
+    return float(evaluate_bundle(bundle, data, devices=["b-2"]).appliances["fridge"].mae_w)
 
 
 def test_fine_tuning_a_registered_model_on_a_sites_days_improves_it_there(

@@ -95,24 +95,24 @@ def test_push_selects_windows_with_pre_annotations_and_never_duplicates(
     report = push(
         params, data, model_uris=[str(trained_bundle), str(trained_bundle)], report_path=tmp_path / "r.json"
     )
-    assert report["candidates"] == 12 and len(report["pushed"]) == 5
-    assert sorted(p["selection"] for p in report["pushed"]) == ["random"] * 2 + ["uncertainty"] * 3
+    assert report.candidates == 12 and len(report.pushed) == 5
+    assert sorted(p.selection for p in report.pushed) == ["random"] * 2 + ["uncertainty"] * 3
     assert json.loads((tmp_path / "r.json").read_text())["complete"] is True
     client = client_of(ls_env)
     project = client.find_project("push test")
     assert project is not None
     tasks = client.task_summaries(project.id)
     assert len(tasks) == 5
-    version = report["models"][0]["version"]
+    version = report.models[0].version
     assert version.startswith("causal:")
     assert all(t["predictions"] and t["predictions"][0]["model_version"] == version for t in tasks)
     assert all(t["meta"]["dataset"] == "beta" for t in tasks)
 
     again = push(params, data, model_uris=[str(trained_bundle)], budget=100)
-    assert again["already_pushed"] == 5 and len(again["pushed"]) == 7
+    assert again.already_pushed == 5 and len(again.pushed) == 7
     keys = existing_keys(client, project.id)
     assert len(keys) == 12  # every candidate once, none twice
-    assert push(params, data, model_uris=[], budget=3)["pushed"] == []
+    assert push(params, data, model_uris=[], budget=3).pushed == []
 
 
 class FailingClient(LabelStudioClient):
@@ -138,7 +138,7 @@ def test_a_failed_push_loses_nothing_and_a_rerun_continues(ls_env: LocalServer, 
     partial = json.loads((tmp_path / "r.json").read_text())
     assert partial["complete"] is False and len(partial["pushed"]) == 2
     done = push(params, data, model_uris=[], budget=6)
-    assert done["already_pushed"] == 2 and len(done["pushed"]) == 6
+    assert done.already_pushed == 2 and len(done.pushed) == 6
     project = client_of(ls_env).find_project("resume test")
     assert project is not None and len(existing_keys(client_of(ls_env), project.id)) == 8
 

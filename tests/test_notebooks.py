@@ -80,6 +80,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) ->
     from airwatt import promotion
     from airwatt.evaluate import evaluate
     from airwatt.prepare import prepare
+    from airwatt.results import EvaluationReport
     from airwatt.simulate import simulate_fleet
     from airwatt.training.train import train
 
@@ -102,7 +103,7 @@ def workbench(tmp_path_factory: pytest.TempPathFactory, trained_bundle: Path) ->
     prepare(data, params, root / "prepared")
     split_file = root / "prepared" / "split.json"
 
-    def evaluate_model(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> dict[str, Any]:
+    def evaluate_model(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> EvaluationReport:
         return evaluate(model, data, out, split_file=split_file, split="test", exclude=exclude)
 
     with pytest.MonkeyPatch.context() as mp:

@@ -239,14 +239,14 @@ def test_served_metrics_equal_what_the_service_answers_reading_by_reading(
         torch.from_numpy(power), torch.from_numpy(g.power_w.astype(np.float64)), torch.from_numpy(pm)
     )
     totals_o = onoff_totals(torch.from_numpy(on), torch.from_numpy(g.status), torch.from_numpy(mask))
-    present = [j for j, name in enumerate(bundle.appliances) if name in report["appliances"]]
+    present = [j for j, name in enumerate(bundle.appliances) if name in report.appliances]
     names = [bundle.appliances[j] for j in present]
     replayed = metrics_table(
         totals_p.numpy()[present], totals_o.numpy()[present], names, has_power=list(has_power[present])
     )
     for name in names:
         for key in ("f1", "precision", "recall", "mae_w"):
-            want, got = report["appliances"][name][key], replayed[name][key]
+            want, got = getattr(report.appliances[name], key), replayed[name][key]
             assert (want is None and got is None) or got == pytest.approx(want, rel=1e-6, abs=1e-6), (
                 name,
                 key,

@@ -23,6 +23,7 @@ from airwatt.evaluate import evaluate
 from airwatt.model_uri import download_bundle
 from airwatt.models import ModelBundle, ModelLoadError
 from airwatt.prepare import prepare
+from airwatt.results import EvaluationReport, Metrics
 from airwatt.simulate import simulate_fleet
 from airwatt.training.train import train
 
@@ -35,8 +36,31 @@ def register_params(**update: Any) -> RegisterParams:
     return load_params(REPO / "params.yaml").register_.model_copy(update=update)
 
 
-def report(f1: float | None, mae_w: float | None) -> dict[str, Any]:
-    return {"appliances": {}, "mean": {"f1": f1, "mae_w": mae_w}}
+def report(f1: float | None, mae_w: float | None) -> EvaluationReport:
+    """A scripted evaluation: only the rule's metrics (mean F1 and MAE) are set; it does not say what data
+    it scored (no overlap block)."""
+    mean = Metrics(mae_w=mae_w, sae=None, nde=None, f1=f1, precision=None, recall=None, eac=None)
+    model = {"uri": None, "registry": None, "arch": "scripted", "arch_kwargs": {}, "appliances": []}
+    return EvaluationReport.model_validate(
+        {
+            "model": {**model, "window_length": 1, "target": "last", "interval_s": 5.0, "provenance": {}},
+            "data": {
+                "path": "scripted",
+                "name": "scripted",
+                "devices": [],
+                "skipped_devices": {},
+                "selection": {"devices": None, "split_file": None, "split": None, "time_ranges": None},
+                "appliances_missing": [],
+                **{"interval_s": 5.0, "max_fill_s": 30.0, "max_invalid_fraction": 0.1},
+                **{"readings": {}, "answered": {}, "plotted_days": {}},
+            },
+            "rule": "offline",
+            "appliances": {},
+            "mean": mean,
+            "switches": {},
+            "devices": {},
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------ the rule (fast)
@@ -53,7 +77,7 @@ def report(f1: float | None, mae_w: float | None) -> dict[str, Any]:
         (report(float("nan"), 1.0), report(0.1, 20.0), False),
     ],
 )
-def test_promotion_rule(candidate: dict, champion: dict, promoted: bool) -> None:
+def test_promotion_rule(candidate: EvaluationReport, champion: EvaluationReport, promoted: bool) -> None:
     decision = promotion.beats(candidate, champion, register_params())
     assert decision.promote is promoted, decision.reason
 
@@ -186,7 +210,7 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     # The first candidate becomes champion (no champion yet), with the real evaluation logged to its run.
     cfg = params.register_
 
-    def real_evaluate(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> dict:
+    def real_evaluate(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> EvaluationReport:
         split_file = prepared / "split.json"
         return evaluate(model, data, out, split_file=split_file, split="test", exclude=exclude)
 
@@ -220,8 +244,11 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
         split_file=prepared / "split.json",
         split="test",
     )
-    assert by_uri["model"]["registry"]["version"] == first.model_version
-    assert by_uri["appliances"] == json.loads((tmp_path / "eval.json").read_text())["appliances"]
+    assert by_uri.model.registry is not None and by_uri.model.registry.version == first.model_version
+    assert (
+        by_uri.model_dump(mode="json")["appliances"]
+        == json.loads((tmp_path / "eval.json").read_text())["appliances"]
+    )
     pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     readings = pd.DataFrame(
         {"timestamp": pd.date_range("2026-01-05", periods=700, freq="5s"), "power_w": agg[:700].astype(float)}
@@ -234,7 +261,9 @@ def test_training_run_is_logged_registered_promoted_and_loadable(
     assert str(client.get_model_version_by_alias(NAME, "candidate").version) == second.model_version
 
     def scripted(candidate_f1: float) -> Any:
-        def evaluate_model(model: str | Path, out: Path, is_candidate: bool, exclude: Any) -> dict:
+        def evaluate_model(
+            model: str | Path, out: Path, is_candidate: bool, exclude: Any
+        ) -> EvaluationReport:
             return report(candidate_f1 if is_candidate else 0.5, 20.0)
 
         return evaluate_model

@@ -5,7 +5,6 @@ Heavy imports happen inside the commands so `airwatt --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from enum import StrEnum
@@ -249,14 +248,14 @@ def evaluate_cmd(
         split=split,
         plots_dir=plots,
     )
-    mean = report["mean"]
+    mean = report.mean
     log.info(
         "wrote %s: %d devices, %s: mean MAE %s W, mean F1 %s",
         out,
-        len(report["data"]["devices"]),
-        report["rule"],
-        "n/a" if mean["mae_w"] is None else f"{mean['mae_w']:.2f}",
-        "n/a" if mean["f1"] is None else f"{mean['f1']:.3f}",
+        len(report.data.devices),
+        report.rule,
+        "n/a" if mean.mae_w is None else f"{mean.mae_w:.2f}",
+        "n/a" if mean.f1 is None else f"{mean.f1:.3f}",
     )
 
 
@@ -424,13 +423,14 @@ def promote_cmd(
     from airwatt.data_ranges import DataRanges
     from airwatt.evaluate import evaluate
     from airwatt.promotion import promote
+    from airwatt.results import EvaluationReport, EvaluationSummary
 
     p = load_params(params)
     reg = p.register_
 
     def evaluate_model(
         model: str | Path, report: Path, is_candidate: bool, exclude: DataRanges | None
-    ) -> dict:
+    ) -> EvaluationReport:
         return evaluate(
             model,
             data,
@@ -448,11 +448,10 @@ def promote_cmd(
         report_path=out,
         split_tag=split or "all",
     )
-    write_json_atomic(decision, result.as_json())
+    write_json_atomic(decision, result.as_json().model_dump(mode="json"))
     if summary is not None:
-        report = json.loads(out.read_text())
-        compact = {k: report[k] for k in ("mean", "appliances", "switches", "offline") if k in report}
-        write_json_atomic(summary, compact)
+        compact = EvaluationSummary.of(EvaluationReport.read(out))
+        write_json_atomic(summary, compact.model_dump(mode="json"))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ a window reaches beyond the scored span do not count: the truth scored is what a
 ``exclude`` (promotion's fair comparison) leaves ranges out of the scoring: the model still reads them (as
 input and as a real-time model's history), nothing in them is counted, and a device left with nothing to
 score is skipped; when no device is left, ``NoDisjointData``.
+
+The report is an ``airwatt.results.EvaluationReport`` (typed; its JSON dump is the file above, key for key):
+the models live in airwatt.results because promotion, the CLI and the protocol read reports without importing
+this module.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -73,6 +77,19 @@ from airwatt.metrics import (
 from airwatt.model_uri import load_bundle, registry_info
 from airwatt.models.bundle import ModelLoadError, ModelSpec
 from airwatt.prepare.grid import DeviceGrid, grid_device
+from airwatt.results import (
+    EvaluationData,
+    EvaluationReport,
+    Metrics,
+    ModelInfo,
+    OverlapInfo,
+    PlottedDay,
+    ReadingCounts,
+    RegistryRef,
+    Scores,
+    Selection,
+    SwitchMetrics,
+)
 from airwatt.timeutil import from_epoch_ms
 
 log = logging.getLogger(__name__)
@@ -369,27 +386,31 @@ def grid_for_model(
 
 
 # ------------------------------------------------------------------------------------------------ report
-def model_info(bundle: Disaggregator, uri: str | Path | None) -> dict[str, Any]:
+def model_info(bundle: Disaggregator, uri: str | Path | None) -> ModelInfo:
     """What was evaluated: the URI or path, the registered version behind it, and the bundle's spec."""
     spec = bundle.spec
     registry = registry_info(uri) if uri is not None else None  # the registered version, for models:/ URIs
-    return {
-        "uri": str(uri) if uri is not None else None,
-        "registry": registry.as_json() if registry is not None else None,
-        "arch": spec.arch,
-        "arch_kwargs": spec.arch_kwargs,
-        "appliances": list(spec.appliances),
-        "window_length": spec.window_length,
-        "target": spec.target,
-        "interval_s": spec.interval_s,
-        "provenance": spec.provenance,
-    }
+    return ModelInfo(
+        uri=str(uri) if uri is not None else None,
+        registry=RegistryRef.model_validate(registry.as_json()) if registry is not None else None,
+        arch=spec.arch,
+        arch_kwargs=spec.arch_kwargs,
+        appliances=list(spec.appliances),
+        window_length=spec.window_length,
+        target=spec.target,
+        interval_s=spec.interval_s,
+        provenance=spec.provenance,
+    )
 
 
-def _device_block(t: DeviceTotals, appliances: list[str]) -> dict[str, dict[str, float | None]]:
+def _typed(table: dict[str, MetricValues]) -> dict[str, Metrics]:
+    return {name: Metrics(**values) for name, values in table.items()}
+
+
+def _device_block(t: DeviceTotals, appliances: list[str]) -> dict[str, Metrics]:
     idx = np.flatnonzero(t.present)
     names = [appliances[j] for j in idx]
-    return metrics_table(t.power[idx], t.onoff[idx], names, has_power=list(t.has_power[idx]))
+    return _typed(metrics_table(t.power[idx], t.onoff[idx], names, has_power=list(t.has_power[idx])))
 
 
 @dataclass
@@ -489,21 +510,22 @@ def evaluate_device(
     return DeviceResult(t, offline_totals, switches, answered, days, span)
 
 
-def _pooled(acc: _Accumulator) -> dict[str, MetricValues]:
+def _pooled(acc: _Accumulator) -> Scores:
     idx = np.flatnonzero(acc.present)
     names = [acc.appliances[j] for j in idx]
-    return metrics_table(acc.power[idx], acc.onoff[idx], names, has_power=list(acc.has_power[idx]))
+    table = metrics_table(acc.power[idx], acc.onoff[idx], names, has_power=list(acc.has_power[idx]))
+    return Scores(appliances=_typed(table), mean=Metrics(**mean_over_appliances(table)))
 
 
 def _switch_block(
     events: dict[int, SwitchEvents], appliances: list[str], interval_s: float
-) -> dict[str, Any]:
+) -> dict[str, SwitchMetrics]:
     table = {appliances[j]: e.values(interval_s) for j, e in sorted(events.items())}
     mean: MetricValues = {}
     for key in SWITCH_KEYS:
         values = [x for v in table.values() if (x := v.get(key)) is not None]
         mean[key] = float(np.mean(values)) if values else None
-    return {**table, "mean": mean}
+    return {name: SwitchMetrics(**values) for name, values in {**table, "mean": mean}.items()}
 
 
 def evaluate_bundle(
@@ -516,7 +538,7 @@ def evaluate_bundle(
     plots_dir: Path | None = None,
     uri: str | Path | None = None,
     exclude: DataRanges | None = None,
-) -> dict[str, Any]:
+) -> EvaluationReport:
     """The evaluation report of one model on one dataset (see the module docstring); nothing inside
     ``exclude`` is scored."""
     ds = Dataset(data)
@@ -533,7 +555,7 @@ def evaluate_bundle(
     plots: dict[int, DayPlot] = {}
     skipped: dict[str, str] = {}
     evaluated: dict[str, tuple[Span, ...]] = {}
-    rule = "offline"
+    rule: Literal["served", "offline"] = "offline"
     for dev in tqdm(selected, desc="evaluate", unit="device", disable=None):
         result = evaluate_device(
             bundle,
@@ -580,46 +602,45 @@ def evaluate_bundle(
         write_plots(plots_dir, plotted)
     idx = np.flatnonzero(acc.present)
     pooled = _pooled(acc)
-    report: dict[str, Any] = {
-        "model": model_info(bundle, uri),
-        "data": {
-            "path": str(data),
-            "name": ds.manifest.name,
-            "devices": sorted(acc.devices),
-            "skipped_devices": skipped,
-            "selection": {
-                "devices": list(devices) if devices else None,
-                "split_file": str(split_file) if split_file is not None else None,
-                "split": split,
-                "time_ranges": (
-                    None
-                    if ranges is None
-                    else {d: [a.isoformat(), b.isoformat()] for d, (a, b) in sorted(ranges.items())}
-                ),
-            },
-            "appliances_missing": [a for j, a in enumerate(appliances) if not acc.present[j]],
-            "interval_s": interval_s,
-            "max_fill_s": bundle.spec.gap.max_fill_s,
-            "max_invalid_fraction": bundle.spec.gap.max_invalid_fraction,
-            "readings": {
-                appliances[j]: {"power": int(acc.power[j, 0]), "onoff": int(acc.onoff[j, 0])} for j in idx
-            },
-            "answered": {
-                appliances[j]: float(answered[j, 0] / answered[j, 1]) if answered[j, 1] else None for j in idx
-            },
-            "plotted_days": {name: {"device": p.device_id, "day": p.day} for name, p in plotted.items()},
+    data_block = EvaluationData(
+        path=str(data),
+        name=ds.manifest.name,
+        devices=sorted(acc.devices),
+        skipped_devices=skipped,
+        selection=Selection(
+            devices=list(devices) if devices else None,
+            split_file=str(split_file) if split_file is not None else None,
+            split=split,
+            time_ranges=(
+                None
+                if ranges is None
+                else {d: (a.isoformat(), b.isoformat()) for d, (a, b) in sorted(ranges.items())}
+            ),
+        ),
+        appliances_missing=[a for j, a in enumerate(appliances) if not acc.present[j]],
+        interval_s=interval_s,
+        max_fill_s=bundle.spec.gap.max_fill_s,
+        max_invalid_fraction=bundle.spec.gap.max_invalid_fraction,
+        readings={
+            appliances[j]: ReadingCounts(power=int(acc.power[j, 0]), onoff=int(acc.onoff[j, 0])) for j in idx
         },
-        "rule": rule,
-        "appliances": pooled,
-        "mean": mean_over_appliances(pooled),
-        "switches": _switch_block(events, appliances, interval_s),
-    }
-    if rule == "served":
-        offline = _pooled(acc_offline)
-        report["offline"] = {"appliances": offline, "mean": mean_over_appliances(offline)}
-    report["devices"] = {dev: _device_block(t, appliances) for dev, t in sorted(acc.devices.items())}
-    report["overlap"] = check_overlap(bundle, DataRanges.of(evaluated), exclude).to_json()
-    return report
+        answered={
+            appliances[j]: float(answered[j, 0] / answered[j, 1]) if answered[j, 1] else None for j in idx
+        },
+        plotted_days={name: PlottedDay(device=p.device_id, day=p.day) for name, p in plotted.items()},
+    )
+    overlap = check_overlap(bundle, DataRanges.of(evaluated), exclude)
+    return EvaluationReport(
+        model=model_info(bundle, uri),
+        data=data_block,
+        rule=rule,
+        appliances=pooled.appliances,
+        mean=pooled.mean,
+        switches=_switch_block(events, appliances, interval_s),
+        offline=_pooled(acc_offline) if rule == "served" else None,
+        devices={dev: _device_block(t, appliances) for dev, t in sorted(acc.devices.items())},
+        overlap=OverlapInfo.model_validate(overlap.to_json()),
+    )
 
 
 def check_overlap(bundle: Disaggregator, evaluated: DataRanges, exclude: DataRanges | None) -> Overlap:
@@ -652,7 +673,7 @@ def evaluate(
     split: str | None = None,
     plots_dir: Path | None = None,
     exclude: DataRanges | None = None,
-) -> dict[str, Any]:
+) -> EvaluationReport:
     """Load ``model``, evaluate it on ``data`` (nothing inside ``exclude`` scored), write the report to
     ``out`` atomically; returns the report."""
     select_devices(Dataset(data), devices, split_file, split)  # bad data or selection fails before a download
@@ -667,7 +688,7 @@ def evaluate(
         uri=model,
         exclude=exclude,
     )
-    write_json_atomic(out, report)
+    write_json_atomic(out, report.model_dump(mode="json"))
     return report
 
 

@@ -8,6 +8,9 @@ such data: the champion stays, and the reason says so. A candidate whose provena
 bundle) is never compared; a champion whose provenance is unknown is compared on data disjoint from the
 candidate's, with a warning (its possible advantage only keeps it in place). Decisions: docs/metrics.md,
 "Overlap with training, and the fair champion gate".
+
+Reports are ``airwatt.results.EvaluationReport``s and the decision file a ``PromotionReport`` (typed, the
+same JSON as before); the rule's metric stays a dotted path of params.yaml (``mean.f1``), looked up by field.
 """
 
 from __future__ import annotations
@@ -15,10 +18,9 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from airwatt.errors import ConfigError
 from airwatt.mlflow_store import client, tracking_uri
@@ -31,6 +33,7 @@ from airwatt.model_uri import (
     version_of_run,
 )
 from airwatt.models.bundle import ModelLoadError
+from airwatt.results import EvaluationReport, PromotionReport, dotted
 from airwatt.tracking import log_evaluation
 
 if TYPE_CHECKING:
@@ -41,21 +44,15 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------ the champion rule
-def metric_value(report: Mapping[str, Any], dotted: str) -> float | None:
-    """``report["mean"]["f1"]`` for ``"mean.f1"``; None where missing or undefined (null/NaN)."""
-    node: Any = report
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
+def metric_value(report: EvaluationReport, path: str) -> float | None:
+    """``report.mean.f1`` for ``"mean.f1"`` (``appliances.fridge.f1``: a table by key); None where missing or
+    undefined (null/NaN)."""
+    node = dotted(report, path)
     if node is None:
         return None
-    try:
-        value = float(node)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"register: metric {dotted!r} is not a number in the evaluation ({node!r})"
-        ) from None
+    if not isinstance(node, int | float) or isinstance(node, bool):
+        raise ConfigError(f"register: metric {path!r} is not a number in the evaluation ({node!r})")
+    value = float(node)
     return None if math.isnan(value) else value
 
 
@@ -65,7 +62,7 @@ class Decision:
     reason: str
 
 
-def beats(candidate: Mapping[str, Any], champion: Mapping[str, Any], cfg: RegisterParams) -> Decision:
+def beats(candidate: EvaluationReport, champion: EvaluationReport, cfg: RegisterParams) -> Decision:
     """Does the candidate's evaluation beat the champion's under ``cfg``'s rule?
 
     The primary metric must improve by more than ``min_improvement``; a smaller difference either way is a
@@ -97,12 +94,12 @@ class Evaluator(Protocol):
 
     def __call__(
         self, model: str | Path, out: Path, is_candidate: bool, exclude: DataRanges | None, /
-    ) -> dict[str, Any]: ...
+    ) -> EvaluationReport: ...
 
 
 @dataclass(frozen=True)
 class Promotion:
-    """What ``promote`` decided; ``as_json()`` is the DVC metrics file of the evaluate stage."""
+    """What ``promote`` decided; ``as_json()``: promotion.json, the DVC metrics file of the evaluate stage."""
 
     model_name: str
     candidate_version: str
@@ -116,24 +113,26 @@ class Promotion:
     candidate_overlaps_training: bool | None = None  # its report's data vs its own training; None: unknown
     compared_on: DataRanges | None = None  # the data candidate and champion were compared on
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> PromotionReport:
+        """The typed promotion.json (``.model_dump(mode="json")`` is the file's content)."""
+
         def num(v: str | None) -> int | None:
             return int(v) if v is not None else None
 
-        return {
-            "model_name": self.model_name,
-            "candidate_version": num(self.candidate_version),
-            "champion_version_before": num(self.champion_before),
-            "champion_version": num(self.champion_after),
-            "promoted": self.promoted,
-            "reason": self.reason,
-            "metric": self.metric,
-            "candidate_metric": self.candidate_value,
-            "champion_metric": self.champion_value,
-            "candidate_overlaps_training": self.candidate_overlaps_training,
-            "compared_devices": None if self.compared_on is None else self.compared_on.devices,
-            "compared_hours": None if self.compared_on is None else round(self.compared_on.hours(), 6),
-        }
+        return PromotionReport(
+            model_name=self.model_name,
+            candidate_version=int(self.candidate_version),
+            champion_version_before=num(self.champion_before),
+            champion_version=num(self.champion_after),
+            promoted=self.promoted,
+            reason=self.reason,
+            metric=self.metric,
+            candidate_metric=self.candidate_value,
+            champion_metric=self.champion_value,
+            candidate_overlaps_training=self.candidate_overlaps_training,
+            compared_devices=None if self.compared_on is None else self.compared_on.devices,
+            compared_hours=None if self.compared_on is None else round(self.compared_on.hours(), 6),
+        )
 
 
 def candidate_version(candidate: str | Path, cfg: RegisterParams, uri: str | None = None) -> RegistryVersion:
@@ -160,21 +159,30 @@ def candidate_version(candidate: str | Path, cfg: RegisterParams, uri: str | Non
     return registry_version(ref, uri)
 
 
+def evaluated_of(report: EvaluationReport) -> DataRanges | None:
+    """The data a report scored (its ``overlap.evaluated``); None when it does not say."""
+    from airwatt.data_ranges import DataRanges
+
+    if report.overlap is None:
+        return None
+    return DataRanges.from_json(report.overlap.evaluated, "evaluation report overlap.evaluated")
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The fair comparison's outcome: the decision, both reports on the disjoint data (None when none was
     scored) and that data (None when the reports do not say)."""
 
     decision: Decision
-    candidate_report: Mapping[str, Any] | None = None
-    champion_report: Mapping[str, Any] | None = None
+    candidate_report: EvaluationReport | None = None
+    champion_report: EvaluationReport | None = None
     compared_on: DataRanges | None = None
 
 
 def compare_fairly(
     candidate: str | Path,
     champion: str,
-    report: Mapping[str, Any],
+    report: EvaluationReport,
     evaluate_model: Evaluator,
     cfg: RegisterParams,
     uri: str | None = None,
@@ -187,7 +195,7 @@ def compare_fairly(
     champion of unknown provenance is, on data disjoint from the candidate's, with a warning: whatever it
     trained on can only make it harder to beat, never hand the alias to a worse model.
     """
-    from airwatt.data_ranges import NoDisjointData, evaluated_of, seen_by
+    from airwatt.data_ranges import NoDisjointData, seen_by
 
     candidate_seen = seen_by(model_spec(candidate, uri).provenance)
     if candidate_seen is None:
@@ -258,16 +266,17 @@ def promote(
     champion = version_by_alias(cfg.model_name, cfg.champion_alias, uri)
     report = evaluate_model(candidate, report_path, True, None)
     if mv.run_id:
-        log_evaluation(mv.run_id, report, f"eval_{split_tag}", uri)
-        c.log_dict(mv.run_id, report, f"evaluation/{split_tag}.json")
-    overlap = report.get("overlap")  # absent from a report that does not say (not airwatt.evaluate's)
-    overlaps = overlap.get("with_training") if isinstance(overlap, Mapping) else None
+        doc = report.model_dump(mode="json")
+        log_evaluation(mv.run_id, doc, f"eval_{split_tag}", uri)
+        c.log_dict(mv.run_id, doc, f"evaluation/{split_tag}.json")
+    overlap = report.overlap  # None in a report that does not say (written before overlap was recorded)
+    overlaps = overlap.with_training if overlap is not None else None
     comparison = None
     if champion is None:
         note = ""
         if overlaps is True:
             note = " (its evaluation overlaps its own training data)"
-        elif isinstance(overlap, Mapping) and overlaps is None:
+        elif overlap is not None and overlaps is None:
             note = " (its provenance is unknown)"
         decision = Decision(True, f"no champion yet{note}")
     elif str(champion.version) == mv.version:
@@ -300,6 +309,6 @@ def promote(
         cfg.metric,
         metric_value(compared if compared is not None else report, cfg.metric),
         metric_value(champion_report, cfg.metric) if champion_report else None,
-        overlaps if isinstance(overlaps, bool) else None,
+        overlaps,
         comparison.compared_on if comparison else None,
     )

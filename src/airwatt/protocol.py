@@ -29,7 +29,7 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import pandas as pd
 from airwatt.atomic import write_json_atomic
 from airwatt.config import Params, ProtocolParams, ProtocolSource, load_params
 from airwatt.errors import ConfigError, DataError
+from airwatt.results import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +234,9 @@ def train_overrides(
 
 
 # ----------------------------------------------------------------------------------------------- runs
-def _per_appliance(report: dict[str, Any], names: Sequence[str]) -> dict[str, dict[str, float | None]]:
-    return {a: {m: report["appliances"].get(a, {}).get(m) for m in METRICS} for a in names}
+def _per_appliance(table: Mapping[str, Metrics], names: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """F1 and MAE of each appliance of ``names`` in a report's table; None where it was not scored."""
+    return {a: {m: getattr(table[a], m) if a in table else None for m in METRICS} for a in names}
 
 
 def run_one(
@@ -286,15 +288,15 @@ def run_one(
     report = evaluate_bundle(bundle, mix, devices=list(fold.test))
     eval_s = time.perf_counter() - t
     names = list(bundle.appliances)
-    headline = _per_appliance(report, names)
-    served = report["rule"] == "served"  # an offline (midpoint) model has only offline figures
+    headline = _per_appliance(report.appliances, names)
+    served = report.rule == "served"  # an offline (midpoint) model has only offline figures
     run = RunResult(
         model,
         fold.house,
         seed,
         headline if served else {},
-        (_per_appliance(report["offline"], names) if "offline" in report else {}) if served else headline,
-        report["rule"],
+        (_per_appliance(report.offline.appliances, names) if report.offline else {}) if served else headline,
+        report.rule,
         train_s,
         eval_s,
         result.run_id,
@@ -414,7 +416,9 @@ def adapt_one(
     eval_ds = slice_device(mix, house, eval_start, last, site_dir / "eval")
     base = ModelBundle.load(bundle_dir, device=_eval_device())
     names = list(base.appliances)
-    curve: dict[str, Any] = {"0": _per_appliance(evaluate_bundle(base, eval_ds, devices=[house]), names)}
+    curve: dict[str, Any] = {
+        "0": _per_appliance(evaluate_bundle(base, eval_ds, devices=[house]).appliances, names)
+    }
     skipped: list[float] = []
     for k in ap.days:
         end = (first + pd.Timedelta(days=k)).floor("s")
@@ -458,7 +462,7 @@ def adapt_one(
             use_mlflow=False,
         )
         tuned = ModelBundle.load(result.bundle_dir, device=_eval_device())
-        curve[f"{k:g}"] = _per_appliance(evaluate_bundle(tuned, eval_ds, devices=[house]), names)
+        curve[f"{k:g}"] = _per_appliance(evaluate_bundle(tuned, eval_ds, devices=[house]).appliances, names)
     if skipped:
         log.info("%s: %s labelled days do not fit before its last %g days", house, skipped, ap.eval_days)
     return {"eval": [eval_start.isoformat(), last.isoformat()], "served": curve, "not_available": skipped}

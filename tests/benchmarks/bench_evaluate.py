@@ -63,12 +63,12 @@ def main() -> None:
                 plots_dir=Path(tmp) / "plots" if args.plots else None,
             )
             times.append(time.perf_counter() - t0)
-    readings = max(v["onoff"] for v in report["data"]["readings"].values())
+    readings = max(v.onoff for v in report.data.readings.values())
     best = min(times)
     print(f"dataset {args.data} ({args.split}), model {args.arch} (untrained), plots {args.plots}")
     print(f"{'devices':>8} {'readings':>10} {'best s':>8} {'readings/s':>11}")
-    print(f"{len(report['data']['devices']):>8} {readings:>10,d} {best:>8.2f} {readings / best:>11,.0f}")
-    print(json.dumps({"mean": report["mean"]}))
+    print(f"{len(report.data.devices):>8} {readings:>10,d} {best:>8.2f} {readings / best:>11,.0f}")
+    print(json.dumps({"mean": report.mean.model_dump(mode="json")}))
     print(machine_info())
 
 

@@ -112,15 +112,15 @@ def main() -> None:
             os.environ["AIRWATT_LABEL_STUDIO_TOKEN"] = server.token
             params = load_params(REPO / "params.yaml", overrides={"label.url": server.url})
             report = push(params, data, model_uris=[str(bundle)], budget=args.tasks)
-            n = len(report["pushed"])
-            per_task = report["payload_bytes"] / max(n, 1)
+            n = len(report.pushed)
+            per_task = report.payload_bytes / max(n, 1)
             print(
-                f"push:  {n} tasks in {report['seconds']:.1f} s ({n / report['seconds']:.1f} tasks/s, "
-                f"scoring {report['candidates']} candidate windows included)"
+                f"push:  {n} tasks in {report.seconds:.1f} s ({n / report.seconds:.1f} tasks/s, "
+                f"scoring {report.candidates} candidate windows included)"
             )
             print(
                 f"payload: {per_task / 1e3:.0f} kB per task (8,640 readings + pre-annotation), "
-                f"{report['payload_bytes'] / 1e6:.0f} MB in all"
+                f"{report.payload_bytes / 1e6:.0f} MB in all"
             )
             client = LabelStudioClient(server.url, server.token)
             project = client.find_project(params.label.project_title)

@@ -121,7 +121,7 @@ def train_and_evaluate(
         t = time.perf_counter()
         device = "cuda" if gpu_name() != "none" else "cpu"
         bundle = ModelBundle.load(result.bundle_dir, device=device)
-        report = evaluate_bundle(bundle, data, **evaluate_kwargs)
+        report = evaluate_bundle(bundle, data, **evaluate_kwargs).model_dump(mode="json")  # the JSON document
         eval_s = time.perf_counter() - t
         (work / "metrics" / f"{name}-test.json").write_text(json.dumps(report, indent=2, default=str))
         windows = result.global_step * args.batch_size

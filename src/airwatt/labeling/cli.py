@@ -64,7 +64,7 @@ def push_cmd(
         report_path=report,
         devices=devices,
     )
-    typer.echo(f"pushed {len(r['pushed'])} tasks ({r['already_pushed']} pushed before); report {report}")
+    typer.echo(f"pushed {len(r.pushed)} tasks ({r.already_pushed} pushed before); report {report}")
 
 
 @label_app.command("pull")

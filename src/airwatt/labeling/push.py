@@ -4,6 +4,8 @@ Push never duplicates a task: every task carries its key (dataset, device, windo
 meta, the project's existing keys are read from the server before anything is chosen, and tasks are
 imported in batches, each recorded as pushed only once the server has confirmed it (its task ids). A failure
 part-way leaves the confirmed batches on the server; a rerun skips them and continues.
+
+The push report is an ``airwatt.results.PushReport`` (typed; written as the same JSON).
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ from airwatt.labeling.windows import DeviceSeries, Selected, Window, candidate_w
 from airwatt.models.bundle import WEIGHTS_FILE
 from airwatt.models.predict import ModelBundle
 from airwatt.prepare.grid import grid_device
+from airwatt.results import ProjectRef, PushedModel, PushedTask, PushReport
 
 log = logging.getLogger(__name__)
 
@@ -171,19 +173,19 @@ def existing_keys(client: LabelStudioClient, project_id: int) -> dict[str, int]:
     return out
 
 
-def _window_record(s: Selected, task_id: int | None) -> dict[str, Any]:
+def _window_record(s: Selected, task_id: int | None) -> PushedTask:
     w: Window = s.window
-    return {
-        "key": s.key,
-        "task_id": task_id,
-        "device_id": w.device_id,
-        "window_start_ms": w.start_ms,
-        "selection": s.selection,
-        "score": None if w.uncertainty is None else round(w.score, 6),
-        "uncertainty": w.uncertainty,
-        "disagreement": w.disagreement,
-        "valid_fraction": round(w.valid_fraction, 4),
-    }
+    return PushedTask(
+        key=s.key,
+        task_id=task_id,
+        device_id=w.device_id,
+        window_start_ms=w.start_ms,
+        selection=s.selection,
+        score=None if w.uncertainty is None else round(w.score, 6),
+        uncertainty=w.uncertainty,
+        disagreement=w.disagreement,
+        valid_fraction=round(w.valid_fraction, 4),
+    )
 
 
 def push(
@@ -196,7 +198,7 @@ def push(
     report_path: Path | None = None,
     devices: list[str] | None = None,
     client: LabelStudioClient | None = None,
-) -> dict[str, Any]:
+) -> PushReport:
     """Choose up to ``budget`` new windows of the dataset, import them as tasks; returns the push report."""
     t0 = time.perf_counter()
     cfg = params.label
@@ -236,19 +238,16 @@ def push(
         seed=cfg.seed,
         exclude_keys=set(pushed_before),
     )
-    report: dict[str, Any] = {
-        "url": client.url,
-        "project": {"id": project.id, "title": project.title},
-        "dataset": ds.manifest.name,
-        "data_dir": str(data_dir),
-        "models": [{"uri": m.uri, "version": m.version} for m in models],
-        "candidates": len(candidates),
-        "already_pushed": sum(1 for w in candidates if _key(ds, w) in pushed_before),
-        "selected": len(chosen),
-        "pushed": [],
-        "payload_bytes": 0,
-        "complete": False,
-    }
+    report = PushReport(
+        url=client.url,
+        project=ProjectRef(id=project.id, title=project.title),
+        dataset=ds.manifest.name,
+        data_dir=str(data_dir),
+        models=[PushedModel(uri=m.uri, version=m.version) for m in models],
+        candidates=len(candidates),
+        already_pushed=sum(1 for w in candidates if _key(ds, w) in pushed_before),
+        selected=len(chosen),
+    )
     version = models[0].version if models else None
     try:
         for lo in tqdm(
@@ -268,11 +267,11 @@ def push(
                 )
                 for s in batch
             ]
-            report["payload_bytes"] += sum(len(json.dumps(t, separators=(",", ":"))) for t in tasks)
+            report.payload_bytes += sum(len(json.dumps(t, separators=(",", ":"))) for t in tasks)
             ids = client.import_tasks(project.id, tasks)
-            report["pushed"] += [_window_record(s, i) for s, i in zip(batch, ids, strict=True)]
+            report.pushed += [_window_record(s, i) for s, i in zip(batch, ids, strict=True)]
     except LabelStudioError as e:
-        done = len(report["pushed"])
+        done = len(report.pushed)
         _finish(report, report_path, t0)
         raise LabelStudioError(
             f"{e}. {done} of {len(chosen)} tasks were pushed before the failure"
@@ -280,21 +279,19 @@ def push(
             "rerun `airwatt label push` to continue: "
             "pushed windows are skipped, never duplicated"
         ) from None
-    report["complete"] = True
+    report.complete = True
     _finish(report, report_path, t0)
-    counts = {
-        sel: sum(1 for p in report["pushed"] if p["selection"] == sel) for sel in ("uncertainty", "random")
-    }
+    counts = {sel: sum(1 for p in report.pushed if p.selection == sel) for sel in ("uncertainty", "random")}
     log.info(
         "pushed %d tasks to project %d at %s (%d by uncertainty, %d at random; %d candidates, "
         "%d pushed before)",
-        len(report["pushed"]),
+        len(report.pushed),
         project.id,
         client.url,
         counts["uncertainty"],
         counts["random"],
         len(candidates),
-        report["already_pushed"],
+        report.already_pushed,
     )
     return report
 
@@ -305,7 +302,7 @@ def _key(ds: Dataset, w: Window) -> str:
     return task_key(ds.manifest.name, w.device_id, w.start_ms)
 
 
-def _finish(report: dict[str, Any], report_path: Path | None, t0: float) -> None:
-    report["seconds"] = round(time.perf_counter() - t0, 3)
+def _finish(report: PushReport, report_path: Path | None, t0: float) -> None:
+    report.seconds = round(time.perf_counter() - t0, 3)
     if report_path is not None:
-        write_json_atomic(report_path, report)
+        write_json_atomic(report_path, report.model_dump(mode="json"))

@@ -65,18 +65,18 @@ def report_cmd(
         devices=devices,
         pages=pages,
     )
-    t = summary["totals"]
+    t = summary.totals
     log.info(
         "wrote %s: %d devices, %.1f kWh measured (%.1f by appliances), cost %.2f %s, %.1f h missing, "
         "%d events",
         out,
-        len(summary["devices"]),
-        t["measured_kwh"],
-        t["appliances_kwh"],
-        t["cost"],
-        summary["currency"],
-        t["missing_hours"],
-        t["events"],
+        len(summary.devices),
+        t.measured_kwh,
+        t.appliances_kwh,
+        t.cost,
+        summary.currency,
+        t.missing_hours,
+        t.events,
     )
 
 

@@ -16,6 +16,8 @@ report (airwatt.report.core) and write, atomically, one output directory::
                                 (page_folder); report.json names each device's page
 
 Memory is bounded by one device at a time: a device-month at 5 s is 518,400 slots.
+
+report.json is an ``airwatt.results.ReportSummary`` (typed; ``report_dataset`` returns it).
 """
 
 from __future__ import annotations
@@ -42,6 +44,17 @@ from airwatt.dataset.io import frame_to_table
 from airwatt.errors import ConfigError, DataError
 from airwatt.prepare.grid import grid_device
 from airwatt.report.core import DeviceReport, DeviceSeries, Period, device_report
+from airwatt.results import (
+    DeviceSummary,
+    ModelInfo,
+    PageView,
+    Reconciliation,
+    ReportData,
+    ReportSummary,
+    ReportTotals,
+    ReportWindow,
+    TableFile,
+)
 from airwatt.timeutil import to_epoch_ms
 
 if TYPE_CHECKING:
@@ -287,7 +300,7 @@ def report_bundle(
     devices: Sequence[str] | None = None,
     pages: bool = True,
     model_uri: str | Path | None = None,
-) -> dict[str, Any]:
+) -> ReportSummary:
     """Report every selected device of ``data`` with ``bundle`` into ``out`` (module docstring)."""
     from airwatt.evaluate import model_info
 
@@ -297,7 +310,7 @@ def report_bundle(
     _check_out(out)
     window = dataset_window(ds.manifest)
     model_text = str(model_uri) if model_uri is not None else bundle.spec.arch
-    per_device: dict[str, Any] = {}
+    per_device: dict[str, DeviceSummary] = {}
     skipped: dict[str, str] = {}
     with atomic_dir(out) as tmp, TableWriter(tmp, params.tariff.currency) as tables:
         for dev in tqdm(chosen, desc="report", unit="device", disable=None):
@@ -314,59 +327,70 @@ def report_bundle(
                 series = _empty_series(bundle, dev, info.timezone, window[0]).only(info.appliances)  # type: ignore[index]
             report = device_report(series, params, period=period, window_ms=window)
             tables.write(report)
-            entry: dict[str, Any] = {
-                "timezone": info.timezone,
-                "site_type": info.site_type,
-                "totals": report.reconciliation,
-                "events": len(report.events),
-                "gaps": len(report.gaps),
-            }
+            entry = DeviceSummary(
+                timezone=info.timezone,
+                site_type=info.site_type,
+                totals=Reconciliation.model_validate(report.reconciliation),
+                events=len(report.events),
+                gaps=len(report.gaps),
+            )
             if pages:
                 meta = {"site_type": info.site_type, "model": model_text, "tariff": _tariff_text(params)}
-                entry["view"] = write_device_page(tmp / "devices" / page_folder(dev), report, meta)
-                entry["page"] = f"devices/{page_folder(dev)}/report.html"
+                view = write_device_page(tmp / "devices" / page_folder(dev), report, meta)
+                entry.view = PageView.model_validate(view)
+                entry.page = f"devices/{page_folder(dev)}/report.html"
             per_device[dev] = entry
         if not per_device:
             raise DataError(f"no device to report on among {chosen}", file=ds.root)
-        summary = _summary(bundle, model_uri, model_info, ds, data, chosen, skipped, window, period, params)
-        summary["tables"] = {name: {"file": f"{name}.parquet", "rows": n} for name, n in tables.rows.items()}
-        summary["devices"] = per_device
-        keys = ("measured_kwh", "appliances_kwh", "unexplained_kwh", "clipped_kwh", "cost", "missing_hours")
-        summary["totals"] = {k: float(sum(d["totals"][k] for d in per_device.values())) for k in keys}
-        summary["totals"]["events"] = sum(d["events"] for d in per_device.values())
+        stated = ReportWindow(start=str(ds.manifest.start), end=str(ds.manifest.end)) if window else None
+        summary = _summary(
+            model_info(bundle, model_uri),
+            ReportData(
+                path=str(data), name=ds.manifest.name, devices=chosen, skipped_devices=skipped, window=stated
+            ),
+            period=period,
+            params=params,
+            max_fill_s=bundle.spec.gap.max_fill_s,
+            tables={name: TableFile(file=f"{name}.parquet", rows=n) for name, n in tables.rows.items()},
+            devices=per_device,
+        )
         (tmp / "report.json").write_text(
-            json.dumps(summary, indent=2, default=str) + "\n"
+            json.dumps(summary.model_dump(mode="json"), indent=2, default=str) + "\n"
         )  # in the atomic dir
     return summary
 
 
 def _summary(
-    bundle: Disaggregator,
-    model_uri: str | Path | None,
-    model_info: Any,
-    ds: Dataset,
-    data: Path,
-    chosen: list[str],
-    skipped: dict[str, str],
-    window: tuple[int, int] | None,
+    model: ModelInfo,
+    data: ReportData,
+    *,
     period: Period,
     params: ReportParams,
-) -> dict[str, Any]:
-    return {
-        "model": model_info(bundle, model_uri),
-        "data": {
-            "path": str(data),
-            "name": ds.manifest.name,
-            "devices": chosen,
-            "skipped_devices": skipped,
-            "window": {"start": str(ds.manifest.start), "end": str(ds.manifest.end)} if window else None,
-        },
-        "period": period,
-        "currency": params.tariff.currency,
-        "tariff": _tariff_text(params),
-        "params": params.model_dump(mode="json"),
-        "max_fill_s": bundle.spec.gap.max_fill_s,
-    }
+    max_fill_s: float,
+    tables: dict[str, TableFile],
+    devices: dict[str, DeviceSummary],
+) -> ReportSummary:
+    """report.json: what was reported with and on, the params, per-table rows, per device, and totals."""
+    return ReportSummary(
+        model=model,
+        data=data,
+        period=period,
+        currency=params.tariff.currency,
+        tariff=_tariff_text(params),
+        params=params,
+        max_fill_s=max_fill_s,
+        tables=tables,
+        devices=devices,
+        totals=ReportTotals(
+            measured_kwh=float(sum(d.totals.measured_kwh for d in devices.values())),
+            appliances_kwh=float(sum(d.totals.appliances_kwh for d in devices.values())),
+            unexplained_kwh=float(sum(d.totals.unexplained_kwh for d in devices.values())),
+            clipped_kwh=float(sum(d.totals.clipped_kwh for d in devices.values())),
+            cost=float(sum(d.totals.cost for d in devices.values())),
+            missing_hours=float(sum(d.totals.missing_hours for d in devices.values())),
+            events=sum(d.events for d in devices.values()),
+        ),
+    )
 
 
 def report_dataset(
@@ -378,7 +402,7 @@ def report_dataset(
     params: ReportParams,
     devices: Sequence[str] | None = None,
     pages: bool = True,
-) -> dict[str, Any]:
+) -> ReportSummary:
     """Load ``model`` (bundle directory or MLflow URI), report ``data`` into ``out``; returns report.json."""
     from airwatt.model_uri import load_bundle
 
