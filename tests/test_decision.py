@@ -13,6 +13,7 @@ from airwatt.models.decision import (
     DecisionRule,
     DecisionSpec,
     DecisionState,
+    decide_on,
     decide_series,
     decision_spec,
 )
@@ -93,6 +94,7 @@ def test_the_stepped_rule_equals_the_vectorised_one_on_random_series() -> None:
         d = decide_series(rule, prob, known, first_slot=first)
         on, since, state = stepped(rule, prob, known, first_slot=first)
         np.testing.assert_array_equal(d.on, on)
+        np.testing.assert_array_equal(decide_on(rule, prob, known, first_slot=first), on)  # the states alone
         np.testing.assert_array_equal(d.since, since)
         for f in DecisionState.FIELDS:
             np.testing.assert_array_equal(getattr(d.final, f), getattr(state, f), err_msg=f)

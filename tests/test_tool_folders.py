@@ -179,6 +179,22 @@ def test_the_label_loop_runs_push_then_pull_and_repro_on_the_synced_dataset() ->
     assert run_script(script, "--dry-run").returncode == 2  # no step: usage, no command run
 
 
+def test_the_fleet_job_defaults_to_the_champion_on_the_validated_data_and_takes_overrides() -> None:
+    script = REPO / "pipelines" / "fleet-report.sh"
+    plain = run_script(script, "--dry-run", "--workers", "4")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.splitlines() == [
+        "airwatt fleet report --data data/validated --model models:/airwatt-disaggregator@champion "
+        "--out data/fleet --workers 4"
+    ]
+    custom = run_script(script, "--dry-run", "--model", "data/model", "--period", "week")
+    assert custom.stdout.splitlines() == [
+        "airwatt fleet report --data data/validated --out data/fleet --model data/model --period week"
+    ]
+    for line in plain.stdout.splitlines() + custom.stdout.splitlines():
+        check_command(shlex.split(line), line)
+
+
 def test_every_named_experiment_is_a_valid_protocol_command() -> None:
     script = REPO / "training" / "experiment.sh"
     listing = run_script(script, "--list")

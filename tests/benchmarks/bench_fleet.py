@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -87,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     if not Path(args.model).exists() and "://" not in args.model and ":/" not in args.model:
         raise SystemExit(f"{args.model}: no model bundle; run `make run` first (it writes data/model)")
     logging.basicConfig(level=logging.WARNING)
+    # Ray starts its workers at nice 15 (to keep its own services responsive): any other work on the machine
+    # would then take their CPU. Measure them at the benchmark's own priority.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     print(machine_info(), flush=True)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     root.mkdir(parents=True, exist_ok=True)

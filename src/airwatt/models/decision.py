@@ -168,11 +168,19 @@ def state_at(
     off_start: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The state and since at reading(s) ``t`` from the confirmation slots (module docstring)."""
+    on, on_in, off_in = _on_at(rule, t, prob, last_on, last_off)
+    since = np.where(on & on_in & off_in, on_start, np.where(~on & on_in & off_in, off_start, NEVER))
+    return on, since
+
+
+def _on_at(
+    rule: DecisionRule, t: np.ndarray, prob: np.ndarray, last_on: np.ndarray, last_off: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The state at reading(s) ``t``, and whether the last on and off confirmations lie in the memory."""
     on_in = last_on >= t - rule.memory + rule.n_on  # the confirmation's readings all lie in the memory
     off_in = last_off >= t - rule.memory + rule.n_off
     on = np.where(on_in | off_in, on_in & (~off_in | (last_on > last_off)), prob >= rule.mid_prob)
-    since = np.where(on & on_in & off_in, on_start, np.where(~on & on_in & off_in, off_start, NEVER))
-    return on, since
+    return on, on_in, off_in
 
 
 @dataclass(frozen=True)
@@ -209,6 +217,29 @@ def _tail_run(qualifying: np.ndarray, cap: np.ndarray) -> np.ndarray:
     return np.minimum(t_len - 1 - last_not, cap)
 
 
+def _confirmed(
+    rule: DecisionRule, prob: np.ndarray, known: np.ndarray, first_slot: int
+) -> tuple[np.ndarray, ...]:
+    """prob, slots, the qualifying and confirmed readings and the latest confirmation slots (T, A)."""
+    prob = np.asarray(prob)
+    known = np.asarray(known, bool)
+    if known.ndim == 1:
+        known = known[:, None]
+    slots = first_slot + np.arange(len(prob), dtype=np.int64)[:, None]  # (T, 1)
+    q_on = known & (prob >= rule.on_prob)
+    q_off = known & (prob < rule.off_prob)
+    c_on = _confirmations(q_on, rule.n_on)
+    c_off = _confirmations(q_off, rule.n_off)
+    return prob, slots, q_on, q_off, c_on, c_off, _latest(c_on, slots), _latest(c_off, slots)
+
+
+def decide_on(rule: DecisionRule, prob: np.ndarray, known: np.ndarray, first_slot: int = 0) -> np.ndarray:
+    """``decide_series(...).on`` alone, (T, A) bool: without the since slots and the final state, about
+    half the work (batch prediction needs only the states)."""
+    prob, slots, _, _, _, _, last_on, last_off = _confirmed(rule, prob, known, first_slot)
+    return _on_at(rule, slots, prob, last_on, last_off)[0]
+
+
 def decide_series(
     rule: DecisionRule, prob: np.ndarray, known: np.ndarray, first_slot: int = 0, *, final: bool = True
 ) -> DecidedSeries:
@@ -217,18 +248,8 @@ def decide_series(
     ``prob`` (T, A) on-probabilities, ``known`` (T,) or (T, A) whether each reading is answered at all;
     ``final=False`` skips the state after the last reading (``DecidedSeries.final`` is then blank).
     """
-    prob = np.asarray(prob)
-    known = np.asarray(known, bool)
-    if known.ndim == 1:
-        known = known[:, None]
+    prob, slots, q_on, q_off, c_on, c_off, last_on, last_off = _confirmed(rule, prob, known, first_slot)
     t_len, a = prob.shape
-    slots = first_slot + np.arange(t_len, dtype=np.int64)[:, None]  # (T, 1)
-    q_on = known & (prob >= rule.on_prob)
-    q_off = known & (prob < rule.off_prob)
-    c_on = _confirmations(q_on, rule.n_on)
-    c_off = _confirmations(q_off, rule.n_off)
-    last_on = _latest(c_on, slots)
-    last_off = _latest(c_off, slots)
     before_on = np.vstack([np.full((1, a), NEVER, np.int64), last_on[:-1]])  # last_on before reading t
     before_off = np.vstack([np.full((1, a), NEVER, np.int64), last_off[:-1]])
     on_start = _latest(c_on & (before_on <= last_off), slots - rule.n_on + 1)

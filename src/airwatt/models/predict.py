@@ -60,7 +60,7 @@ from airwatt.models.bundle import (
     read_weights,
     save_bundle,
 )
-from airwatt.models.decision import DecisionRule, decide_series
+from airwatt.models.decision import DecisionRule, decide_on
 from airwatt.models.registry import create_model, model_class
 from airwatt.prepare.grid import answerable
 
@@ -322,7 +322,7 @@ class ModelBundle:
                     f"the {self.spec.arch} model predicts the {self.target} reading: not served"
                 )
             known = answerable(out.valid, self.window_length, self.gap.max_invalid_fraction)
-            on = decide_series(self.decision_rule, out.prob_on, known, final=False).on & known[:, None]
+            on = decide_on(self.decision_rule, out.prob_on, known) & known[:, None]
             power_w = np.where(on, out.power_w, np.float32(0.0))
             prob_on = np.where(known[:, None], out.prob_on, np.float32(0.0))
             return SeriesPrediction(self.appliances, power_w, prob_on, on, known, "served")
@@ -371,7 +371,7 @@ class ModelBundle:
                 prob = torch.sigmoid(model.on_head(h).float()).cpu().numpy()  # (n, A)
                 hi = lo + len(prob)
                 ext_p, ext_k = np.concatenate([carried_p, prob]), np.concatenate([carried_k, known[lo:hi]])
-                decided = decide_series(rule, ext_p, ext_k, final=False).on
+                decided = decide_on(rule, ext_p, ext_k)
                 state = decided[len(carried_p) :] & known[lo:hi, None]
                 carried_p, carried_k = ext_p[len(ext_p) - keep :], ext_k[len(ext_k) - keep :]
                 for j in np.flatnonzero(state.any(axis=0)):

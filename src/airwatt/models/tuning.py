@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from airwatt.models.decision import ApplianceDecision, DecisionRule, DecisionSpec, decide_series
+from airwatt.models.decision import ApplianceDecision, DecisionRule, DecisionSpec, decide_on
 from airwatt.prepare.grid import answerable
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class DecisionGrid:
 def _f1(rule: DecisionRule, series: Sequence[TuningSeries], j: int) -> float:
     tp = fp = fn = 0
     for s in series:
-        on = decide_series(rule, s.prob_on[:, j : j + 1], s.known).on[:, 0] & s.known
+        on = decide_on(rule, s.prob_on[:, j : j + 1], s.known)[:, 0] & s.known
         truth, mask = s.truth_on[:, j], s.truth_valid[:, j]
         tp += int((on & truth & mask).sum())
         fp += int((on & ~truth & mask).sum())
