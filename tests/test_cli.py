@@ -57,6 +57,7 @@ NOISE = (
 )
 
 
+@pytest.mark.slow
 def test_library_chatter_is_kept_out_of_the_log() -> None:
     """After the CLI's logging set-up: a Lightning line is printed once, its adverts and a dependency's
     deprecation warning not at all."""

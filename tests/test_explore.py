@@ -141,6 +141,7 @@ def test_the_figure_menu_shows_one_appliance_at_a_time(
     assert fig.data[0].x0 == "2026-01-05T00:00:00"  # local wall-clock time of the first slot
 
 
+@pytest.mark.slow
 def test_expectation_table_has_a_row_per_expectation(make_dataset: Callable[..., Path]) -> None:
     from airwatt.validation import validate_dataset
 
@@ -151,6 +152,7 @@ def test_expectation_table_has_a_row_per_expectation(make_dataset: Callable[...,
     assert table["success"].all() and "expect_column_values_to_be_between" in set(table["expectation"])
 
 
+@pytest.mark.slow
 def test_runs_and_registry_tables(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     c = MlflowClient(uri, uri)

@@ -241,6 +241,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_multitask_model_learns_a_square_wave_appliance(one_thread: None):
     """A few hundred plain-torch steps on CPU: detection and power far better than the no-skill baseline."""
     torch.manual_seed(5)

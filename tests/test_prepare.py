@@ -295,6 +295,7 @@ def test_time_split_refuses_explicit_device_lists_and_too_short_train(tmp_path: 
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.slow
 def test_chunks_hold_the_targets_of_the_windows_ending_in_them(prepared: Path) -> None:
     split = json.loads((prepared / "split.json").read_text())
     where = next(s for s in ("train", "val", "test") if "d2" in split[s])  # d2 has a 12 min gap

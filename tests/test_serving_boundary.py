@@ -22,6 +22,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO
 
@@ -74,10 +75,12 @@ def forbidden() -> frozenset[str]:
     return ALWAYS_FORBIDDEN | workbench_only_modules()
 
 
+@pytest.mark.slow
 def test_importing_the_service_loads_nothing_the_bento_lacks() -> None:
     assert loaded_modules(REPO / "serving") & forbidden() == set()
 
 
+@pytest.mark.slow
 def test_serving_a_bundle_loads_nothing_the_bento_lacks(trained_bundle: Path) -> None:
     """Start-up (staging, worker hooks, the warm-up runs every kind of call) and /model, in-process."""
     loaded = loaded_modules(REPO / "serving", serve=True, AIRWATT_MODEL_URI=str(trained_bundle))
@@ -85,6 +88,7 @@ def test_serving_a_bundle_loads_nothing_the_bento_lacks(trained_bundle: Path) ->
     assert loaded & forbidden() == set()
 
 
+@pytest.mark.slow
 def test_the_check_fails_when_the_service_imports_lightning(tmp_path: Path) -> None:
     """The guard itself: the same service with ``import lightning`` added is caught."""
     text = (REPO / "serving" / "service.py").read_text()

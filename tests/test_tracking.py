@@ -345,6 +345,7 @@ def test_git_dirty_means_source_changed_not_pipeline_outputs(tmp_path: Path) -> 
     assert lineage.git_state(tmp_path / "no-git") == {"git_commit": "unknown", "git_dirty": "unknown"}
 
 
+@pytest.mark.slow
 def test_download_without_a_destination_leaves_one_folder_per_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,7 @@ def run_train(params: Params, prepared: Path, out: Path, **kwargs: Any) -> Train
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_fast_dev_run_of_every_model_writes_a_bundle_that_predicts(
     name: str, prepared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -239,6 +240,7 @@ def _airwatt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_unknown_model_is_a_one_line_error_with_exit_2(prepared: Path, tmp_path: Path) -> None:
     proc = _airwatt("train", "--data", str(prepared), "--model", "transformer", cwd=REPO)
     assert proc.returncode == 2
@@ -246,6 +248,7 @@ def test_cli_unknown_model_is_a_one_line_error_with_exit_2(prepared: Path, tmp_p
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_train_on_a_folder_that_was_not_prepared_names_it(tmp_path: Path) -> None:
     proc = _airwatt("train", "--data", str(tmp_path), "--fast-dev-run", cwd=REPO)
     assert proc.returncode == 2

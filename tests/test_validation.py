@@ -89,6 +89,7 @@ def assert_fails_for(result: ValidationResult, check: str, *, device: str, row: 
 
 
 # ---------------------------------------------------------------------------------------------- clean
+@pytest.mark.slow
 def test_clean_dataset_passes_writes_docs_summary_and_publishes(
     clean: Path, params: Params, tmp_path: Path
 ) -> None:
@@ -328,6 +329,7 @@ def test_unknown_label_appliance_fails(clean: Path, params: Params, appliance: s
 
 
 # ---------------------------------------------------------------------------------------------- outputs
+@pytest.mark.slow
 def test_failure_leaves_publish_untouched_and_still_writes_docs_and_summary(
     clean: Path, params: Params, tmp_path: Path
 ) -> None:
