@@ -13,31 +13,19 @@ set -euo pipefail
 
 usage() { sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$repo_root/.venv/bin:$PATH"
-cd "$repo_root"
+# shellcheck source=lib/common.bash
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 
-declare -A given=()
-dry_run=""
+declare -A defaults=([--data]=data/validated [--model]=models:/airwatt-disaggregator@champion [--out]=data/fleet)
 options=()
 for arg in "$@"; do
-    case "$arg" in
-        -h | --help) usage; exit 0 ;;
-        --dry-run) dry_run=1 ;;
-        --data | --model | --out) given[$arg]=1; options+=("$arg") ;;
-        *) options+=("$arg") ;;
-    esac
+    [[ "$arg" == -h || "$arg" == --help ]] && { usage; exit 0; }
+    [[ "$arg" == --dry-run ]] && { DRY_RUN=1; continue; }
+    unset "defaults[$arg]"  # an option given wins over its default
+    options+=("$arg")
 done
-defaults=()
-[[ -z "${given[--data]:-}" ]] && defaults+=(--data data/validated)
-[[ -z "${given[--model]:-}" ]] && defaults+=(--model models:/airwatt-disaggregator@champion)
-[[ -z "${given[--out]:-}" ]] && defaults+=(--out data/fleet)
-
-command=(airwatt fleet report "${defaults[@]}" "${options[@]}")
-if [[ -n "$dry_run" ]]; then
-    printf '%q ' "${command[@]}" | sed 's/ $//'
-    echo
-else
-    echo "+ ${command[*]}" >&2
-    exec "${command[@]}"
-fi
+chosen=()
+for key in --data --model --out; do
+    [[ -n "${defaults[$key]:-}" ]] && chosen+=("$key" "${defaults[$key]}")
+done
+run airwatt fleet report "${chosen[@]}" "${options[@]}"

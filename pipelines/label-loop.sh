@@ -16,31 +16,19 @@ DATA=data/synced  # the sync stage's output (dvc.yaml), where pulled labels land
 
 usage() { sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$repo_root/.venv/bin:$PATH"
-cd "$repo_root"
+# shellcheck source=lib/common.bash
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.bash"
 
 step=""
-dry_run=""
 options=()
 for arg in "$@"; do
     case "$arg" in
         -h | --help) usage; exit 0 ;;
-        --dry-run) dry_run=1 ;;
+        --dry-run) DRY_RUN=1 ;;
         push | pull) if [[ -z "$step" ]]; then step="$arg"; else options+=("$arg"); fi ;;
         *) options+=("$arg") ;;
     esac
 done
-
-run() {
-    if [[ -n "$dry_run" ]]; then
-        printf '%q ' "$@" | sed 's/ $//'
-        echo
-    else
-        echo "+ $*" >&2
-        "$@"
-    fi
-}
 
 case "$step" in
     push)

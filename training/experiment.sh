@@ -27,12 +27,10 @@ declare -A OPTIONS=(  # words without spaces or quotes
     [ablation]="--seed 1 --no-cross --set protocol.adapt=null"
 )
 
-repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$repo_root/.venv/bin:$PATH"
-cd "$repo_root"
+# shellcheck source=../pipelines/lib/common.bash
+source "$(dirname "${BASH_SOURCE[0]}")/../pipelines/lib/common.bash"
 
 name=""
-dry_run=""
 extra=()
 for arg in "$@"; do
     case "$arg" in
@@ -44,7 +42,7 @@ for arg in "$@"; do
             done
             exit 0
             ;;
-        --dry-run) dry_run=1 ;;
+        --dry-run) DRY_RUN=1 ;;
         *) if [[ -z "$name" ]]; then name="$arg"; else extra+=("$arg"); fi ;;
     esac
 done
@@ -55,11 +53,4 @@ if [[ -z "$name" || -z "${ABOUT[$name]+set}" ]]; then
     exit 2
 fi
 read -r -a recipe <<<"${OPTIONS[$name]}"
-command=(airwatt protocol "${recipe[@]}" "${extra[@]}")
-if [[ -n "$dry_run" ]]; then
-    printf '%q ' "${command[@]}" | sed 's/ $//'
-    echo
-else
-    echo "+ ${command[*]}" >&2
-    exec "${command[@]}"
-fi
+run airwatt protocol "${recipe[@]}" "${extra[@]}"
