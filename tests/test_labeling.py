@@ -312,6 +312,7 @@ def test_agreement_iou_and_kappa_on_known_slots() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.slow
 def test_unreachable_server_is_a_clear_error_naming_the_url() -> None:
     from airwatt.labeling.server import free_port
 
@@ -320,6 +321,7 @@ def test_unreachable_server_is_a_clear_error_naming_the_url() -> None:
         LabelStudioClient(url, "x" * 40, timeout_s=5).check()
 
 
+@pytest.mark.slow
 def test_cli_exits_2_naming_the_url_when_the_server_is_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

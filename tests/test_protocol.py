@@ -197,6 +197,7 @@ def test_a_rerun_reuses_every_result_and_starts_no_training(
     assert _children(MlflowClient(mlflow_server), part.parent_run_id) == []
 
 
+@pytest.mark.slow
 def test_cli_protocol_without_a_protocol_section_is_a_one_line_error(tmp_path: Path) -> None:
     text = (REPO / "params.yaml").read_text()
     params = tmp_path / "params.yaml"
@@ -222,6 +223,7 @@ def test_cli_protocol_without_a_protocol_section_is_a_one_line_error(tmp_path: P
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_protocol_set_overrides_reach_the_params_and_bad_ones_name_the_key(tmp_path: Path) -> None:
     from airwatt.cli import parse_sets
 

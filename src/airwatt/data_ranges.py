@@ -193,11 +193,3 @@ class Overlap:
             "evaluated": self.evaluated.to_json(),
             "excluded": None if self.excluded is None else self.excluded.to_json(),
         }
-
-
-def evaluated_of(report: Mapping[str, Any]) -> DataRanges | None:
-    """The data an evaluation report scored (its ``overlap.evaluated``); None when it does not say."""
-    overlap = report.get("overlap")
-    if not isinstance(overlap, Mapping) or not isinstance(overlap.get("evaluated"), Mapping):
-        return None
-    return DataRanges.from_json(overlap["evaluated"], "evaluation report overlap.evaluated")
