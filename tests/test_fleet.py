@@ -28,6 +28,7 @@ from airwatt.report.fleet import (
     read_fleet_table,
 )
 from airwatt.report.run import SCHEMAS, report_dataset
+from airwatt.results import FleetSummary
 from airwatt.simulate import simulate_fleet
 from airwatt.timeutil import from_epoch_ms, to_epoch_ms
 
@@ -128,7 +129,7 @@ def test_fleet_partitions_equal_the_single_device_report(tmp_path: Path, trained
         torch.set_num_threads(threads)
     out = tmp_path / "fleet"
     s = fleet_report(trained_bundle, data, out, period="month", params=PARAMS.report, engine="local")
-    assert s["partitions"] == {"planned": 3, "done": 3, "skipped": 0, "failed": 0}
+    assert s.partitions.model_dump() == {"planned": 3, "done": 3, "skipped": 0, "failed": 0}
     for name in SCHEMAS:
         want = sorted_table(pd.read_parquet(single / f"{name}.parquet"))
         got = read_fleet_table(out, name)
@@ -136,15 +137,14 @@ def test_fleet_partitions_equal_the_single_device_report(tmp_path: Path, trained
         pd.testing.assert_frame_equal(sorted_table(got), want, check_exact=True, obj=name)
     assert len(list((out / "days" / "month=2026-01").glob("*.parquet"))) == 3
     assert pq.read_table(out / "errors.parquet").num_rows == 0
-    on_disk = json.loads((out / "fleet.json").read_text())
-    assert on_disk["partitions"] == s["partitions"] and on_disk["workers"] == 1
-    assert on_disk["device_months_per_core_hour"] > 0
+    on_disk = FleetSummary.model_validate_json((out / "fleet.json").read_text())
+    assert on_disk == s and on_disk.workers == 1 and (on_disk.device_months_per_core_hour or 0) > 0
 
     again = fleet_report(trained_bundle, data, out, period="month", params=PARAMS.report, engine="local")
-    assert again["partitions"] == {"planned": 3, "done": 0, "skipped": 3, "failed": 0}
+    assert again.partitions.model_dump() == {"planned": 3, "done": 0, "skipped": 3, "failed": 0}
     changed = PARAMS.report.model_copy(update={"baseline_factor": 4.0})  # other params: everything redone
     third = fleet_report(trained_bundle, data, out, period="month", params=changed, engine="local")
-    assert third["partitions"]["done"] == 3
+    assert third.partitions.done == 3
 
 
 def test_new_readings_redo_only_their_period_and_bad_outputs_are_refused(
@@ -153,8 +153,8 @@ def test_new_readings_redo_only_their_period_and_bad_outputs_are_refused(
     data = simulate(tmp_path / "data", 2, "2026-01-31T00:00:00Z", 2)  # January and February (UTC sites)
     out = tmp_path / "fleet"
     first = fleet_report(trained_bundle, data, out, period="month", params=PARAMS.report, engine="local")
-    planned = first["partitions"]["planned"]
-    assert planned >= 4 and first["partitions"]["done"] == planned
+    planned = first.partitions.planned
+    assert planned >= 4 and first.partitions.done == planned
     # A corrected sync changes one device's February readings: only that partition is redone.
     readings = pd.read_parquet(data / "readings.parquet")
     dev = readings["device_id"].iloc[0]
@@ -162,7 +162,7 @@ def test_new_readings_redo_only_their_period_and_bad_outputs_are_refused(
     readings.loc[feb, "power_w"] += 10.0
     readings.to_parquet(data / "readings.parquet", index=False)
     again = fleet_report(trained_bundle, data, out, period="month", params=PARAMS.report, engine="local")
-    assert again["partitions"]["done"] == 1 and again["partitions"]["skipped"] == planned - 1
+    assert again.partitions.done == 1 and again.partitions.skipped == planned - 1
 
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")

@@ -4,7 +4,8 @@
   (data/metrics/evaluate.json; airwatt.evaluate), and ``EvaluationSummary``, its compact DVC copy;
 - ``PromotionReport``: what ``airwatt promote`` decided (data/metrics/promotion.json; airwatt.promotion);
 - ``PushReport``: ``airwatt label push`` (data/labeling/push.json; airwatt.labeling.push);
-- ``ReportSummary``: report.json of ``airwatt report`` (airwatt.report.run).
+- ``ReportSummary``: report.json of ``airwatt report`` (airwatt.report.run);
+- ``FleetSummary``: fleet.json of ``airwatt fleet report`` (airwatt.report.fleet).
 
 Why one module: evaluation and report share the ``model`` block, and promotion, the CLI and the protocol
 read evaluation reports without importing airwatt.evaluate (torch, the dataset code); this module imports only
@@ -352,3 +353,49 @@ class ReportSummary(Result):
     tables: dict[str, TableFile]
     devices: dict[str, DeviceSummary]
     totals: ReportTotals
+
+
+class FleetModel(Result):
+    """The model of a fleet job: the URI given, the registered version an alias was pinned to, the content
+    hash its partitions' job key uses."""
+
+    uri: str
+    registry: RegistryRef | None
+    content_sha256_16: str
+
+
+class FleetData(Result):
+    path: str
+    name: str
+    devices: int
+
+
+class PartitionCounts(Result):
+    planned: int
+    done: int
+    skipped: int
+    failed: int
+
+
+class FleetSummary(Result):
+    """fleet.json of the fleet report job (airwatt.report.fleet)."""
+
+    model: FleetModel
+    data: FleetData
+    period: Literal["week", "month"]
+    partition_key: Literal["week", "month"]
+    job_key: str
+    pages: bool
+    engine: Literal["local", "ray"]
+    address: str | None
+    workers: int
+    partitions: PartitionCounts
+    device_months_computed: float = Field(description="device-days of the partitions done / 30.44")
+    wall_s: float
+    startup_s: float = Field(description="until every worker had loaded the model")
+    core_hours: float = Field(description="wall x workers")
+    device_months_per_core_hour: float | None = Field(description="after start-up; None when none done")
+    device_months_per_core_hour_with_startup: float | None
+    peak_rss_mib_per_worker: list[float]
+    tables: list[str]
+    errors: TableFile

@@ -35,6 +35,7 @@ except ModuleNotFoundError:  # run as a script: its own folder is on sys.path
 from airwatt.config import load_params
 from airwatt.dataset import read_manifest
 from airwatt.report.fleet import fleet_report
+from airwatt.results import FleetSummary
 from airwatt.simulate import simulate_fleet
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,21 +49,23 @@ def _simulate(out: Path, devices: int, days: float, start: str) -> list[str]:
     return read_manifest(out).device_ids
 
 
-def _run(name: str, model: str, data: Path, out: Path, workers: int, devices: list[str] | None) -> dict:
+def _run(
+    name: str, model: str, data: Path, out: Path, workers: int, devices: list[str] | None
+) -> FleetSummary:
     params = load_params(REPO / "params.yaml")
     shutil.rmtree(out, ignore_errors=True)
     s = fleet_report(
         model, data, out, period="month", params=params.report, engine="ray", workers=workers, devices=devices
     )
-    n = s["partitions"]
-    rate = s["device_months_per_core_hour"]
+    n = s.partitions
+    rate = s.device_months_per_core_hour or float("nan")
     print(
-        f"{name}: {n['planned']} partitions ({n['done']} done, {n['failed']} failed), "
-        f"{s['device_months_computed']:.1f} device-months, {s['workers']} worker(s): "
-        f"wall {s['wall_s']:.1f} s "
-        f"(start-up {s['startup_s']:.1f} s); {rate:.0f} device-months per core-hour "
-        f"({s['device_months_per_core_hour_with_startup']:.0f} with start-up); "
-        f"peak RSS per worker {', '.join(f'{m:.0f}' for m in s['peak_rss_mib_per_worker'])} MiB; "
+        f"{name}: {n.planned} partitions ({n.done} done, {n.failed} failed), "
+        f"{s.device_months_computed:.1f} device-months, {s.workers} worker(s): "
+        f"wall {s.wall_s:.1f} s "
+        f"(start-up {s.startup_s:.1f} s); {rate:.0f} device-months per core-hour "
+        f"({s.device_months_per_core_hour_with_startup or float('nan'):.0f} with start-up); "
+        f"peak RSS per worker {', '.join(f'{m:.0f}' for m in s.peak_rss_mib_per_worker)} MiB; "
         f"100,000 devices a month: {FLEET_DEVICES / rate:.1f} core-hours",
         flush=True,
     )
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             some = ids[: args.scaling_devices]
             one = _run("scaling, 1 worker", args.model, month, root / "out-1", 1, some)
             two = _run("scaling, 2 workers", args.model, month, root / "out-2", 2, some)
-            speedup = (one["wall_s"] - one["startup_s"]) / (two["wall_s"] - two["startup_s"])
+            speedup = (one.wall_s - one.startup_s) / (two.wall_s - two.startup_s)
             print(f"throughput 1 -> 2 workers ({len(some)} device-months, after start-up): x{speedup:.2f}")
     finally:
         if args.keep is None:

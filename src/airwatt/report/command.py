@@ -141,20 +141,20 @@ def fleet_report_cmd(
         devices=devices,
         pages=pages,
     )
-    n = s["partitions"]
+    n = s.partitions
     log.info(
         "wrote %s: %d partitions of %d devices: %d done, %d skipped (already written), %d failed; "
         "%.1f s on %d worker(s): %s device-months per core-hour",
         out,
-        n["planned"],
-        s["data"]["devices"],
-        n["done"],
-        n["skipped"],
-        n["failed"],
-        s["wall_s"],
-        s["workers"],
-        s["device_months_per_core_hour"],
+        n.planned,
+        s.data.devices,
+        n.done,
+        n.skipped,
+        n.failed,
+        s.wall_s,
+        s.workers,
+        s.device_months_per_core_hour,
     )
-    if n["failed"]:
-        log.error("%d partition(s) failed: see %s", n["failed"], out / "errors.parquet")
+    if n.failed:
+        log.error("%d partition(s) failed: see %s", n.failed, out / "errors.parquet")
         raise typer.Exit(PARTIAL_FAILURE_EXIT)

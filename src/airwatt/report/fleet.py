@@ -55,6 +55,7 @@ from airwatt.report.run import (
     series_from_readings,
     write_device_page,
 )
+from airwatt.results import FleetData, FleetModel, FleetSummary, PartitionCounts, RegistryRef, TableFile
 from airwatt.timeutil import from_epoch_ms, to_epoch_ms
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class Partition:
         return (self.end_ms - self.start_ms) / 86_400_000
 
 
-def partition_key(period: Period) -> str:
+def partition_key(period: Period) -> Period:
     """The Hive partition column: ``month`` or ``week``."""
     return "month" if period == "month" else "week"
 
@@ -362,13 +363,13 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _resolved_files(model: str | Path) -> tuple[dict[str, bytes], dict[str, Any] | None]:
+def _resolved_files(model: str | Path) -> tuple[dict[str, bytes], RegistryRef | None]:
     from airwatt.model_uri import resolve
 
     with tempfile.TemporaryDirectory(prefix="airwatt-fleet-") as tmp:
         resolved = resolve(model, Path(tmp) / "bundle")
         files = bundle_files(resolved.bundle_dir)
-    return files, (resolved.registry.as_json() if resolved.registry else None)
+    return files, (RegistryRef(**resolved.registry.as_json()) if resolved.registry else None)
 
 
 def fleet_report(
@@ -383,7 +384,7 @@ def fleet_report(
     workers: int | None = None,
     devices: Sequence[str] | None = None,
     pages: bool = False,
-) -> dict[str, Any]:
+) -> FleetSummary:
     """Run the fleet job (module docstring); returns the summary also written to ``out/fleet.json``."""
     if engine not in ("local", "ray"):
         raise ConfigError(f"engine must be 'local' or 'ray', not {engine!r}")
@@ -427,10 +428,9 @@ def fleet_report(
     run.wall_s = time.perf_counter() - t0
     run.startup_s = run.ready_at - t0
     summary = _summary(model, registry, mhash, ds, data, chosen, parts, task, engine, address, run)
-    summary["errors"] = {"file": ERRORS_FILE, "rows": len(run.errors)}
     with atomic_path(out / ERRORS_FILE) as tmp:
         pq.write_table(pa.Table.from_pylist(run.errors, schema=ERRORS_SCHEMA), tmp)
-    write_json_atomic(out / SUMMARY_FILE, summary)
+    write_json_atomic(out / SUMMARY_FILE, summary.model_dump(mode="json"))
     return summary
 
 
@@ -468,7 +468,7 @@ def _collect(results: Iterator[Any], total: int, errors: list[dict[str, str]]) -
 
 def _summary(
     model: str | Path,
-    registry: dict[str, Any] | None,
+    registry: RegistryRef | None,
     mhash: str,
     ds: Dataset,
     data: Path,
@@ -478,35 +478,36 @@ def _summary(
     engine: Engine,
     address: str | None,
     run: _Run,
-) -> dict[str, Any]:
+) -> FleetSummary:
     """fleet.json. Speed: device-months computed (skipped partitions excluded) per core-hour of the workers
     once they are up (each worker one core), and the same with the start-up (cluster, model load)."""
     cores = len(run.peak_rss_mib) or 1
     device_months = run.done_days / DAYS_PER_MONTH
     work_h = max(run.wall_s - run.startup_s, 1e-9) * cores / 3600
     total_h = run.wall_s * cores / 3600
-    return {
-        "model": {"uri": str(model), "registry": registry, "content_sha256_16": mhash},
-        "data": {"path": str(data), "name": ds.manifest.name, "devices": len(chosen)},
-        "period": task.period,
-        "partition_key": partition_key(task.period),
-        "job_key": task.job_key,
-        "pages": task.pages,
-        "engine": engine,
-        "address": address,
-        "workers": cores,
-        "partitions": {"planned": len(parts), **run.counts},
-        "device_months_computed": round(device_months, 3),
-        "wall_s": round(run.wall_s, 2),
-        "startup_s": round(run.startup_s, 2),
-        "core_hours": round(total_h, 5),
-        "device_months_per_core_hour": round(device_months / work_h, 1) if device_months else None,
-        "device_months_per_core_hour_with_startup": round(device_months / total_h, 1)
-        if device_months
-        else None,
-        "peak_rss_mib_per_worker": run.peak_rss_mib,
-        "tables": sorted(SCHEMAS),
-    }
+    return FleetSummary(
+        model=FleetModel(uri=str(model), registry=registry, content_sha256_16=mhash),
+        data=FleetData(path=str(data), name=ds.manifest.name, devices=len(chosen)),
+        period=task.period,
+        partition_key=partition_key(task.period),
+        job_key=task.job_key,
+        pages=task.pages,
+        engine=engine,
+        address=address,
+        workers=cores,
+        partitions=PartitionCounts(planned=len(parts), **run.counts),
+        device_months_computed=round(device_months, 3),
+        wall_s=round(run.wall_s, 2),
+        startup_s=round(run.startup_s, 2),
+        core_hours=round(total_h, 5),
+        device_months_per_core_hour=round(device_months / work_h, 1) if device_months else None,
+        device_months_per_core_hour_with_startup=(
+            round(device_months / total_h, 1) if device_months else None
+        ),
+        peak_rss_mib_per_worker=run.peak_rss_mib,
+        tables=sorted(SCHEMAS),
+        errors=TableFile(file=ERRORS_FILE, rows=len(run.errors)),
+    )
 
 
 def read_fleet_table(out: Path, table: str) -> pd.DataFrame:
