@@ -172,6 +172,18 @@ def test_new_readings_redo_only_their_period_and_bad_outputs_are_refused(
         fleet_report(trained_bundle, data, out, period="month", params=PARAMS.report, devices=["nope"])
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
+    # Without a dataset window, a device's span is its readings': one without any has nothing to report.
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["start"] = manifest["end"] = None
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    readings[readings["device_id"] != dev].to_parquet(data / "readings.parquet", index=False)
+    with pytest.raises(DataError, match="no partition to report"):
+        fleet_report(
+            trained_bundle, data, tmp_path / "none", period="month", params=PARAMS.report, devices=[dev]
+        )
+    windowless = fleet_report(trained_bundle, data, tmp_path / "rest", period="month", params=PARAMS.report)
+    assert windowless.partitions.done == windowless.partitions.planned >= 1
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["local", "ray"])

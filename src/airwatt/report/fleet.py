@@ -400,6 +400,8 @@ def fleet_report(
         spec = read_spec(Path(tmp))
     mhash = model_version(files)
     parts, errors = plan_partitions(ds, chosen, period, spec.interval_s)
+    if not parts and not errors:
+        raise DataError(f"no partition to report: none of {len(chosen)} devices has readings", file=data)
     task = FleetTask(
         data=str(data.absolute()),
         out=str(out.absolute()),
