@@ -363,13 +363,17 @@ def _check_out(out: Path) -> None:
         )
 
 
-def _resolved_files(model: str | Path) -> tuple[dict[str, bytes], RegistryRef | None]:
+def _resolved_files(model: str | Path) -> tuple[dict[str, bytes], RegistryRef | None, float]:
+    """The bundle's files, the registered version an alias was pinned to, and the model's interval (s)."""
     from airwatt.model_uri import resolve
+    from airwatt.models.bundle import read_spec
 
     with tempfile.TemporaryDirectory(prefix="airwatt-fleet-") as tmp:
         resolved = resolve(model, Path(tmp) / "bundle")
         files = bundle_files(resolved.bundle_dir)
-    return files, (RegistryRef(**resolved.registry.as_json()) if resolved.registry else None)
+        interval_s = read_spec(resolved.bundle_dir).interval_s
+    registry = RegistryRef(**resolved.registry.as_json()) if resolved.registry else None
+    return files, registry, interval_s
 
 
 def fleet_report(
@@ -392,14 +396,9 @@ def fleet_report(
     ds = Dataset(data)
     chosen = select_devices(ds, devices)
     _check_out(out)
-    files, registry = _resolved_files(model)
-    from airwatt.models.bundle import read_spec
-
-    with tempfile.TemporaryDirectory(prefix="airwatt-fleet-spec-") as tmp:
-        (Path(tmp) / "model.json").write_bytes(files["model.json"])
-        spec = read_spec(Path(tmp))
+    files, registry, interval_s = _resolved_files(model)
     mhash = model_version(files)
-    parts, errors = plan_partitions(ds, chosen, period, spec.interval_s)
+    parts, errors = plan_partitions(ds, chosen, period, interval_s)
     if not parts and not errors:
         raise DataError(f"no partition to report: none of {len(chosen)} devices has readings", file=data)
     task = FleetTask(
