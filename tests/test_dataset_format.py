@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -103,3 +104,22 @@ def test_manifest_errors_name_the_file(tmp_path: Path, make_dataset) -> None:
     (path / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(DataError, match=r"manifest.json.*schema_version '9.0'"):
         read_manifest(path)
+
+
+def test_json_writes_typed_results_as_json_and_refuse_what_they_cannot_write(tmp_path: Path) -> None:
+    """A pydantic result is written as its JSON form (not the repr that ``default=str`` made of it); an
+    object with no JSON form is a TypeError naming its type, and the earlier file stays."""
+    from airwatt.atomic import write_json_atomic
+    from airwatt.results import SwitchMetrics
+
+    target = tmp_path / "out.json"
+    m = SwitchMetrics(
+        switch_ons=3.0, detected=0.5, delay_median_s=None, delay_p90_s=None, false_switches_per_day=1.0
+    )
+    when = pd.Timestamp("2026-01-01", tz="UTC")
+    write_json_atomic(target, {"m": m, "at": when, "n": np.int64(4), "path": tmp_path})
+    doc = json.loads(target.read_text())
+    assert doc == {"m": m.model_dump(mode="json"), "at": str(when), "n": 4, "path": str(tmp_path)}
+    with pytest.raises(TypeError, match="cannot write a object as JSON"):
+        write_json_atomic(target, {"x": object()})
+    assert json.loads(target.read_text()) == doc

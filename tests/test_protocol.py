@@ -161,6 +161,30 @@ def test_the_table_has_a_row_per_appliance_and_a_column_per_fold(protocol_run) -
     assert len(fold["seeds"]) == 2 and fold["mean"] == pytest.approx(sum(fold["seeds"]) / 2)
 
 
+def test_each_run_keeps_its_evaluation_report_and_the_switch_events_it_scored(protocol_run) -> None:
+    """Every run's evaluation report is the JSON `airwatt evaluate` writes (not a repr of the object), and
+    the switch-on event table is its switch figures, mean over seeds."""
+    work, result = protocol_run
+    for run in result.runs:
+        path = work / "folds" / run.fold / "metrics" / f"{run.model}-seed{run.seed}-test.json"
+        report = json.loads(path.read_text())
+        assert report["rule"] == run.rule and report["model"]["arch"] == run.model
+        assert run.switches is not None
+        for a in ("fridge", "kettle"):
+            scored = report["switches"].get(a)  # absent: the test device has no truth for it
+            for key, value in run.switches[a].items():
+                assert (scored or {}).get(key) == pytest.approx(value, nan_ok=True), (run, a, key)
+        assert any(report["switches"].get(a) for a in ("fridge", "kettle"))
+    causal = [r for r in result.runs if r.model == "causal" and r.fold == "sim-0001"]
+    cell = result.summary["causal"]["folds"]["sim-0001"]["switches"]["fridge"]["false_switches_per_day"]
+    seeds = [r.switches["fridge"]["false_switches_per_day"] for r in causal if r.switches]
+    assert cell["mean"] == pytest.approx(sum(seeds) / len(seeds))
+    table = result.table
+    assert "causal, switch-on events" in table and "multitask, switch-on events" in table
+    rows = [line for line in table.splitlines() if line.startswith("| fridge |")]
+    assert any(line.count(" / ") == 2 * 3 for line in rows)  # detected / delay / false a day, 3 folds
+
+
 def test_the_few_label_curve_fine_tunes_on_the_first_days_and_scores_the_last(protocol_run) -> None:
     work, result = protocol_run
     assert all(r.adapt is None for r in result.runs if r.model == "multitask")

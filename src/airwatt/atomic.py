@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import enum
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
 
 
 @contextlib.contextmanager
@@ -32,8 +37,24 @@ def write_text_atomic(target: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for what this package writes: typed results (pydantic models, as their
+    JSON form), paths, timestamps, enums and numpy values. Anything else is a TypeError naming its type,
+    never its ``str()`` written as if it were data."""
+    if isinstance(obj, BaseModel):
+        return obj.model_dump(mode="json")
+    if isinstance(obj, PurePath | dt.datetime | dt.date):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot write a {type(obj).__name__} as JSON")
+
+
 def write_json_atomic(target: str | Path, obj: Any) -> None:
-    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """``obj`` as indented JSON (``json_default`` for typed results), atomically."""
+    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
 @contextlib.contextmanager

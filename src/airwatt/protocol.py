@@ -14,8 +14,10 @@
    (a real-time model: its causal decision rule; the offline figures beside), record the per-appliance
    metrics. Results are kept per run (``<work>/results``), so an interrupted protocol resumes.
 4. **Summary.** Per model: a table per appliance and fold (mean and standard deviation over seeds), the
-   mean over the leave-one-house-out folds, the worst fold, the cross-dataset folds beside; printed, written
-   to ``<work>/protocol.json`` and ``protocol.md`` and logged to the parent run.
+   mean over the leave-one-house-out folds, the worst fold, the cross-dataset folds beside, and the
+   switch-on events of each appliance (share of true switch-ons detected, median delay, false switch-ons a
+   day: how a programme-level product would score it); printed, written to ``<work>/protocol.json`` and
+   ``protocol.md`` and logged to the parent run.
 
 The same code runs reduced (fewer steps, seeds, simulated houses) in the tests and full on a GPU.
 """
@@ -39,12 +41,13 @@ import pandas as pd
 from airwatt.atomic import write_json_atomic
 from airwatt.config import Params, ProtocolParams, ProtocolSource, load_params
 from airwatt.errors import ConfigError, DataError
-from airwatt.results import Metrics
+from airwatt.results import Metrics, SwitchMetrics
 
 log = logging.getLogger(__name__)
 
 SHARED_DATA_ENV = "AIRWATT_SHARED_DATA"
 METRICS = ("f1", "mae_w")
+SWITCH_METRICS = ("detected", "delay_median_s", "false_switches_per_day")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class RunResult:
     run_id: str | None = None
     signature: str = ""
     adapt: dict[str, Any] | None = None  # the few-label curve (adapt_one)
+    switches: dict[str, dict[str, float | None]] | None = None  # appliance -> SWITCH_METRICS, run's rule
 
 
 @dataclass
@@ -239,6 +243,11 @@ def _per_appliance(table: Mapping[str, Metrics], names: Sequence[str]) -> dict[s
     return {a: {m: getattr(table[a], m) if a in table else None for m in METRICS} for a in names}
 
 
+def _switches(table: Mapping[str, SwitchMetrics], names: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """The switch-on event figures of each appliance of ``names``; None where undefined or not scored."""
+    return {a: {m: getattr(table[a], m) if a in table else None for m in SWITCH_METRICS} for a in names}
+
+
 def run_one(
     params: Params,
     params_path: Path,
@@ -300,6 +309,7 @@ def run_one(
         train_s,
         eval_s,
         result.run_id,
+        switches=_switches(report.switches, names),
     )
     write_json_atomic(fold_dir / "metrics" / f"{model}-seed{seed}-test.json", report)
     if result.run_id is not None:
@@ -566,7 +576,12 @@ def summarise(runs: Sequence[RunResult], folds: Sequence[Fold], pp: ProtocolPara
                         mean, std = _stats(vals)
                         figures[a][m] = {"mean": mean, "std": std, "seeds": vals}
                 cells[rule] = figures
-            per_fold[fold.house] = {"kind": fold.kind, "seeds": [r.seed for r in seeds], **cells}
+            per_fold[fold.house] = {
+                "kind": fold.kind,
+                "seeds": [r.seed for r in seeds],
+                **cells,
+                "switches": _switch_cells(seeds, pp.reference),
+            }
         loho = [f for f in folds if f.kind == "loho" and f.house in per_fold]
         headline: dict[str, Any] = {}
         for rule in ("served", "offline"):
@@ -581,6 +596,18 @@ def summarise(runs: Sequence[RunResult], folds: Sequence[Fold], pp: ProtocolPara
             h["worst_fold"] = {"fold": worst, "f1": defined.get(worst, math.nan) if worst else math.nan}
             headline[rule] = h
         out[model] = {"folds": per_fold, "loho": headline}
+    return out
+
+
+def _switch_cells(seeds: Sequence[RunResult], reference: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per appliance: each switch-event figure's mean over the seeds where it is defined (runs recorded
+    before the protocol kept switch events count as undefined)."""
+    out: dict[str, dict[str, Any]] = {}
+    for a in reference:
+        out[a] = {}
+        for m in SWITCH_METRICS:
+            vals = [_num((r.switches or {}).get(a, {}).get(m)) for r in seeds]
+            out[a][m] = {"mean": _stats(vals)[0], "seeds": vals}
     return out
 
 
@@ -613,7 +640,32 @@ def format_table(summary: dict[str, Any], pp: ProtocolParams) -> str:
                 f"MAE {_fmt(h['mae_w']['mean'], 1)} ± {_fmt(h['mae_w']['std'], 1)} W; worst fold "
                 f"{h['worst_fold']['fold']} F1 {_fmt(h['worst_fold']['f1'], 3)}"
             )
+        lines.extend(_format_switches(model, s, pp))
     return "\n".join(lines).strip() + "\n"
+
+
+def _format_switches(model: str, s: dict[str, Any], pp: ProtocolParams) -> list[str]:
+    """The switch-on event table of one model (the rule its runs were scored by), mean over seeds."""
+    folds = [f for f in s["folds"] if "switches" in s["folds"][f]]
+    if not folds:
+        return []
+    lines = [
+        f"\n{model}, switch-on events (share of true switch-ons detected / median delay min / false "
+        "switch-ons a day, mean over seeds):\n",
+        "| appliance | " + " | ".join(folds) + " |",
+        "|---" * (len(folds) + 1) + "|",
+    ]
+    for a in pp.reference:
+        cells = []
+        for f in folds:
+            c = s["folds"][f]["switches"][a]
+            detected, delay_s = c["detected"]["mean"], c["delay_median_s"]["mean"]
+            cells.append(
+                f"{_fmt(100 * detected, 0)}{'' if math.isnan(detected) else ' %'} / "
+                f"{_fmt(delay_s / 60, 1)} / {_fmt(c['false_switches_per_day']['mean'], 1)}"
+            )
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _pm(cell: dict[str, float], digits: int) -> str:
