@@ -238,14 +238,12 @@ def train_overrides(
 
 
 # ----------------------------------------------------------------------------------------------- runs
-def _per_appliance(table: Mapping[str, Metrics], names: Sequence[str]) -> dict[str, dict[str, float | None]]:
-    """F1 and MAE of each appliance of ``names`` in a report's table; None where it was not scored."""
-    return {a: {m: getattr(table[a], m) if a in table else None for m in METRICS} for a in names}
-
-
-def _switches(table: Mapping[str, SwitchMetrics], names: Sequence[str]) -> dict[str, dict[str, float | None]]:
-    """The switch-on event figures of each appliance of ``names``; None where undefined or not scored."""
-    return {a: {m: getattr(table[a], m) if a in table else None for m in SWITCH_METRICS} for a in names}
+def _per_appliance(
+    table: Mapping[str, Metrics | SwitchMetrics], names: Sequence[str], keys: Sequence[str] = METRICS
+) -> dict[str, dict[str, float | None]]:
+    """The ``keys`` figures (F1 and MAE by default) of each appliance of ``names`` in a report's table; None
+    where it was not scored."""
+    return {a: {m: getattr(table[a], m) if a in table else None for m in keys} for a in names}
 
 
 def run_one(
@@ -309,7 +307,7 @@ def run_one(
         train_s,
         eval_s,
         result.run_id,
-        switches=_switches(report.switches, names),
+        switches=_per_appliance(report.switches, names, SWITCH_METRICS),
     )
     write_json_atomic(fold_dir / "metrics" / f"{model}-seed{seed}-test.json", report)
     if result.run_id is not None:
@@ -624,7 +622,7 @@ def format_table(summary: dict[str, Any], pp: ProtocolParams) -> str:
             if all(math.isnan(v) for f in folds for v in s["folds"][f][rule]["mean"]["mae_w"]["seeds"]):
                 continue  # no figures under this rule (an offline model is never served)
             lines.append(f"\n{model}, {rule} (F1 / MAE W, mean ± std over seeds):\n")
-            head = [f"{f}{' (cross)' if s['folds'][f]['kind'] == 'cross_dataset' else ''}" for f in folds]
+            head = _fold_heads(s)
             lines.append("| appliance | " + " | ".join(head) + " |")
             lines.append("|---" * (len(folds) + 1) + "|")
             for a in [*pp.reference, "mean"]:
@@ -644,15 +642,18 @@ def format_table(summary: dict[str, Any], pp: ProtocolParams) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
+def _fold_heads(s: dict[str, Any]) -> list[str]:
+    """A model's fold columns, the cross-dataset ones marked."""
+    return [f"{f}{' (cross)' if c['kind'] == 'cross_dataset' else ''}" for f, c in s["folds"].items()]
+
+
 def _format_switches(model: str, s: dict[str, Any], pp: ProtocolParams) -> list[str]:
     """The switch-on event table of one model (the rule its runs were scored by), mean over seeds."""
-    folds = [f for f in s["folds"] if "switches" in s["folds"][f]]
-    if not folds:
-        return []
+    folds = list(s["folds"])
     lines = [
         f"\n{model}, switch-on events (share of true switch-ons detected / median delay min / false "
         "switch-ons a day, mean over seeds):\n",
-        "| appliance | " + " | ".join(folds) + " |",
+        "| appliance | " + " | ".join(_fold_heads(s)) + " |",
         "|---" * (len(folds) + 1) + "|",
     ]
     for a in pp.reference:
