@@ -9,16 +9,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from airwatt.config import Params, load_params
 from airwatt.errors import ConfigError
 from airwatt.models import MODEL_NAMES, ModelBundle
 from airwatt.prepare import prepare
 from airwatt.simulate import simulate_fleet
-from airwatt.training.train import TrainResult, config_hash, resolve, train
+from airwatt.training.train import TrainResult, checkpoint_callbacks, config_hash, resolve, train
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -231,6 +235,52 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(
 
     fresh = run_train(tiny_params(tmp_path, max_epochs=1), prepared, tmp_path, fresh=True)
     assert fresh.resumed_from is None and fresh.global_step == 3
+
+
+class _Worsening(L.LightningModule):
+    """A module whose val/loss rises every epoch: its best checkpoint is epoch 0, its latest the final one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return (self.w - 1).pow(2).sum()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.log("val/loss", float(self.current_epoch))
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.train_dataloader()
+
+
+def test_last_checkpoint_holds_the_latest_epoch_when_val_loss_rose(tmp_path: Path) -> None:
+    """What a rerun resumes from is where training stopped, not the best epoch (Lightning 2.6's save_last
+    writes last.ckpt only with a new best)."""
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=checkpoint_callbacks(tmp_path),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(_Worsening())
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == trainer.global_step == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best-epoch=0-step=2.ckpt", "last.ckpt"]
+
+
+def test_keep_last_puts_the_final_weights_in_the_bundle(prepared: Path, tmp_path: Path) -> None:
+    result = run_train(tiny_params(tmp_path, max_epochs=2, keep="last"), prepared, tmp_path, use_mlflow=False)
+    assert result.metrics["best_epoch"] == 1  # the metrics are the kept epoch's
+    final = torch.load(result.checkpoint_dir / "last.ckpt", weights_only=True)["state_dict"]
+    kept = ModelBundle.load(result.bundle_dir).model.state_dict()
+    assert all(torch.equal(kept[k], final[f"model.{k}"]) for k in kept)
 
 
 def _airwatt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

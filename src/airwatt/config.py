@@ -162,6 +162,9 @@ class TrainParams(_Section):
     limit_train_batches: int | None = Field(gt=0, description="batches per epoch; null: all windows")
     limit_val_batches: int | None = Field(gt=0, description="validation batches per epoch; null: all")
     early_stopping_patience: int | None = Field(gt=0, description="epochs without val/loss gain; null: off")
+    keep: Literal["best", "last"] = Field(
+        "best", description="the weights kept: best (lowest val/loss) or last (the final step's)"
+    )
     num_workers: int = Field(ge=0, description="DataLoader worker processes")
     seed: int
     accelerator: str = Field(description="auto | cpu | gpu (Lightning)")

@@ -4,14 +4,15 @@ A bundle is a directory::
 
     model.json           ModelSpec: architecture name and arguments, appliances, window, target position,
                          interval, normalisation statistics, on/off parameters, the gap policy, the decision
-                         rule of a real-time model, provenance
+                         rule of a real-time model, the offline rule's thresholds, provenance
     weights.safetensors  the state dict as plain tensors (loading it cannot run code, unlike a pickle)
 
 ``provenance`` records where the model came from: data version, git commit, MLflow run, and under
 ``data_ranges`` the devices and UTC time ranges it trained and validated on (airwatt.data_ranges; a bundle
 without them has unknown provenance, which the champion gate treats as possibly overlapping anything).
 
-Schema versions: "2" (this one) adds ``gap`` and ``decision``. Bundles of version "1" still load: their gap
+Schema versions: "2" (this one) adds ``gap`` and ``decision`` (and, optionally, ``offline_on_prob``: a
+bundle without it decides offline with ``prob_on >= 0.5``). Bundles of version "1" still load: their gap
 policy is the ``max_fill_s`` their provenance recorded with at most 10 % of a window missing, and a
 real-time model among them decides with ``prob_on >= 0.5`` per reading (``DecisionSpec.plain``).
 """
@@ -35,6 +36,7 @@ from airwatt.models.decision import DecisionSpec
 BUNDLE_SCHEMA_VERSION = "2"
 READABLE_SCHEMA_VERSIONS = ("1", "2")
 LEGACY_MAX_INVALID_FRACTION = 0.1  # what serving and training used before the gap policy was in the bundle
+ON_PROBABILITY_THRESHOLD = 0.5  # the per-reading threshold of untuned rules and of the training metrics
 SPEC_FILE = "model.json"
 WEIGHTS_FILE = "weights.safetensors"
 
@@ -105,12 +107,21 @@ class ModelSpec(BaseModel):
     decision: DecisionSpec | None = Field(
         default=None, description="the causal on/off rule of a real-time (target 'last') model"
     )
+    offline_on_prob: dict[str, float] | None = Field(
+        default=None,
+        description="the offline rule's on-probability threshold per appliance, tuned on validation "
+        f"(None: {ON_PROBABILITY_THRESHOLD})",
+    )
     provenance: dict[str, Any] = Field(default_factory=dict, description="data version, git commit, run id")
 
     @property
     def real_time(self) -> bool:
         """A model of the newest reading (causal): its answers are what the service serves."""
         return self.target == "last"
+
+    def offline_threshold(self, appliance: str) -> float:
+        """The offline rule's on-probability threshold of one appliance (0.5 where untuned)."""
+        return (self.offline_on_prob or {}).get(appliance, ON_PROBABILITY_THRESHOLD)
 
     def decision_or_plain(self) -> DecisionSpec:
         """The decision rule; ``prob_on >= 0.5`` per reading for a real-time model without one."""

@@ -19,10 +19,12 @@ Rules (the same for every model; the README quotes them):
     watts are the decoded power where ``on``, 0 W elsewhere. Unanswered readings: ``predicted`` False, off,
     0 W. Nothing after a reading changes its answer.
   - *offline* (midpoint models; for a real-time model the smoothed figures evaluation reports beside the
-    served ones): ``predicted`` where the input reading is valid; the power is gated by ``prob_on >= 0.5``
-    (power-only models: not gated); ``on`` is ``prob_on >= 0.5`` after each appliance's minimum on/off
-    durations (airwatt.labels.on_intervals_ms: runs closer than min_off_s merged, runs shorter than
-    min_on_s dropped), a rule that looks up to min_on_s into the future.
+    served ones): ``predicted`` where the input reading is valid; the power is gated by ``prob_on >=``
+    the appliance's offline threshold (``spec.offline_on_prob``, tuned on validation by
+    airwatt.models.tuning; 0.5 in a bundle without it; power-only models: not gated); ``on`` is the same
+    threshold after each appliance's minimum on/off durations (airwatt.labels.on_intervals_ms: runs closer
+    than min_off_s merged, runs shorter than min_on_s dropped), a rule that looks up to min_on_s into the
+    future.
 
 - **Windows** (``predict_windows``): (B, W) windows -> the decoded power (not gated) and ``prob_on`` at each
   window's target reading.
@@ -49,6 +51,7 @@ from airwatt.errors import AirwattError, ConfigError, DataError
 from airwatt.labels import on_intervals_ms
 from airwatt.models.base import ModelOutput, TargetPosition, target_index
 from airwatt.models.bundle import (
+    ON_PROBABILITY_THRESHOLD,
     SPEC_FILE,
     WEIGHTS_FILE,
     GapPolicy,
@@ -66,7 +69,6 @@ from airwatt.prepare.grid import answerable
 
 log = logging.getLogger(__name__)
 
-ON_PROBABILITY_THRESHOLD = 0.5
 SEQUENCE_CHUNK = 8192  # readings per forward_sequence call: bounds memory on long series
 Rule = Literal["served", "offline"]
 
@@ -158,6 +160,12 @@ def spec_problems(spec: ModelSpec) -> list[str]:
             problems.append(f"{what} lacks {', '.join(missing)}")
     if "target" in spec.arch_kwargs and spec.arch_kwargs["target"] != spec.target:
         problems.append(f"arch_kwargs.target {spec.arch_kwargs['target']!r} is not target {spec.target!r}")
+    if spec.offline_on_prob is not None:
+        if set(spec.offline_on_prob) != set(spec.appliances):
+            problems.append(f"offline_on_prob names {sorted(spec.offline_on_prob)}, not the appliances")
+        bad = {a: p for a, p in spec.offline_on_prob.items() if not 0.0 < p <= 1.0}
+        if bad:
+            problems.append(f"offline_on_prob outside (0, 1]: {bad}")
     try:
         model_class(spec.arch)
     except ConfigError as e:
@@ -287,6 +295,12 @@ class ModelBundle:
         return rule
 
     @property
+    def offline_thresholds(self) -> np.ndarray:
+        """(A,) float32: the offline rule's on-probability threshold of each appliance (tuned on validation;
+        ``prob_on >= 0.5`` for a bundle without them)."""
+        return np.array([self.spec.offline_threshold(a) for a in self.appliances], dtype=np.float32)
+
+    @property
     def history_length(self) -> int:
         """Readings the served answer at a reading depends on: the window plus the decision memory."""
         return self.window_length + self.decision_rule.memory - 1 if self.real_time else self.window_length
@@ -326,7 +340,7 @@ class ModelBundle:
             power_w = np.where(on, out.power_w, np.float32(0.0))
             prob_on = np.where(known[:, None], out.prob_on, np.float32(0.0))
             return SeriesPrediction(self.appliances, power_w, prob_on, on, known, "served")
-        gated = out.prob_on >= ON_PROBABILITY_THRESHOLD
+        gated = out.prob_on >= self.offline_thresholds
         power_w = np.where(gated, out.power_w, np.float32(0.0)) if out.has_on_head else out.power_w
         power_w = np.where(out.valid[:, None], power_w, np.float32(0.0))
         prob_on = np.where(out.valid[:, None], out.prob_on, np.float32(0.0))

@@ -1,4 +1,5 @@
-"""Tune the causal decision rule (airwatt.models.decision) per appliance on validation data.
+"""Tune the on/off rules per appliance on validation data: the causal decision rule of real-time models
+(airwatt.models.decision) and the offline rule's threshold of every model.
 
 The objective is the served F1 of each appliance: the rule's state at every reading the service answers,
 against the truth, pooled over the validation devices (readings the service leaves unanswered count as
@@ -11,19 +12,26 @@ only when it gains more than ``min_gain`` F1 (a few validation devices are a sma
 the start). A confirmation is never longer than the appliance's own minimum duration, so no activation the
 truth counts is confirmed away. An appliance never on in the validation truth keeps the start rule. Test
 data is never read here.
+
+The offline rule (airwatt.models.predict: ``prob_on >=`` a threshold, then the appliance's minimum on and
+off durations) is tuned the same way, on the same validation outputs: per appliance, the threshold among
+``train.decision.on_prob`` whose offline state scores the best validation F1 (the readings with a valid
+input), starting from 0.5 and replacing it only for more than ``min_gain``. Why: on houses a model never
+saw its probabilities sit low, and a fixed 0.5 then misses whole programmes (docs/generalisation.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from airwatt.models.bundle import ON_PROBABILITY_THRESHOLD
 from airwatt.models.decision import ApplianceDecision, DecisionRule, DecisionSpec, decide_on
 from airwatt.prepare.grid import answerable
 
@@ -35,12 +43,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TuningSeries:
-    """One validation device: (T, A) on-probabilities, (T,) answered readings, (T, A) truth and its mask."""
+    """One validation device: (T, A) on-probabilities, (T,) answered readings, (T, A) truth and its mask,
+    and (T,) the readings with a valid input (offline scoring; None: every reading)."""
 
     prob_on: np.ndarray
     known: np.ndarray
     truth_on: np.ndarray
     truth_valid: np.ndarray
+    valid: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,46 @@ def tune_decision(
     return DecisionSpec(memory_s=grid.memory_s, appliances=params), scores
 
 
+def _counts(on: np.ndarray, s: TuningSeries) -> np.ndarray:
+    """(3, A) true positives, false positives and false negatives of a (T, A) state against the truth."""
+    truth, mask = s.truth_on, s.truth_valid
+    return np.stack([(on & truth & mask).sum(0), (on & ~truth & mask).sum(0), (~on & truth & mask).sum(0)])
+
+
+def tune_offline(
+    series: Sequence[TuningSeries],
+    appliances: Sequence[str],
+    grid: DecisionGrid,
+    smooth: Callable[[np.ndarray], np.ndarray],
+) -> tuple[dict[str, float], dict[str, float | None]]:
+    """The offline rule's threshold of every appliance and its validation F1 (None: no truth-on to tune
+    on). ``smooth``: (T, A) per-reading states -> (T, A) after the minimum durations (the bundle's
+    ``apply_durations``)."""
+    candidates = list(dict.fromkeys([ON_PROBABILITY_THRESHOLD, *grid.on_prob]))  # 0.5 first: ties keep it
+    f1 = np.zeros((len(candidates), len(appliances)))
+    for i, p in enumerate(candidates):
+        tp, fp, fn = np.sum([_counts(_offline_on(s, p, smooth), s) for s in series], axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1[i] = np.where(tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), np.nan)
+    has_truth = np.any([(s.truth_on & s.truth_valid).any(0) for s in series], axis=0)
+    thresholds: dict[str, float] = {}
+    scores: dict[str, float | None] = {}
+    for j, name in enumerate(appliances):
+        best_i = 0
+        for i in range(1, len(candidates)):
+            if has_truth[j] and f1[i, j] > f1[best_i, j] + grid.min_gain:
+                best_i = i
+        thresholds[name] = float(candidates[best_i])
+        scores[name] = float(f1[best_i, j]) if has_truth[j] else None
+        log.info("offline rule %s: prob_on >= %s (validation F1 %s)", name, thresholds[name], scores[name])
+    return thresholds, scores
+
+
+def _offline_on(s: TuningSeries, threshold: float, smooth: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    valid = np.ones(len(s.prob_on), bool) if s.valid is None else s.valid
+    return smooth(s.prob_on >= threshold) & valid[:, None]
+
+
 def validation_series(bundle: ModelBundle, prepared_dir: Path) -> list[TuningSeries]:
     """The prepared validation devices (``<prepared>/val``) predicted by ``bundle`` as the service would
     answer them: its outputs, the answered readings, and the truth in the bundle's appliance order."""
@@ -152,19 +202,24 @@ def validation_series(bundle: ModelBundle, prepared_dir: Path) -> list[TuningSer
         known = answerable(outputs.valid, bundle.window_length, bundle.gap.max_invalid_fraction)
         status = np.asarray(arrays["status"][sl][:, cols], bool)
         mask = np.asarray(arrays["status_valid"][sl][:, cols], bool) & valid[:, None]
-        out.append(TuningSeries(outputs.prob_on, known, status, mask))
+        out.append(TuningSeries(outputs.prob_on, known, status, mask, outputs.valid))
     return out
 
 
 def tune_bundle(bundle: ModelBundle, prepared_dir: Path, grid: DecisionGrid) -> ModelBundle:
-    """``bundle`` with its decision rule tuned on the prepared validation devices, and the validation F1 of
-    each appliance in its provenance (``decision_val_f1``)."""
+    """``bundle`` with its rules tuned on the prepared validation devices: the offline thresholds of every
+    model and the decision rule of a real-time one, with each appliance's validation F1 in its provenance
+    (``offline_val_f1``, ``decision_val_f1``)."""
     from airwatt.models.predict import ModelBundle
 
     series = validation_series(bundle, prepared_dir)
-    caps = {a: (bundle.spec.on_off[a].min_on_s, bundle.spec.on_off[a].min_off_s) for a in bundle.appliances}
-    spec, scores = tune_decision(series, bundle.appliances, grid, bundle.interval_s, caps)
-    provenance = {**bundle.spec.provenance, "decision_val_f1": scores}
-    return ModelBundle(
-        bundle.spec.model_copy(update={"decision": spec, "provenance": provenance}), bundle.model
-    )
+    thresholds, offline_f1 = tune_offline(series, bundle.appliances, grid, bundle.apply_durations)
+    update: dict[str, object] = {"offline_on_prob": thresholds}
+    provenance = {**bundle.spec.provenance, "offline_val_f1": offline_f1}
+    if bundle.real_time:
+        on_off = bundle.spec.on_off
+        caps = {a: (on_off[a].min_on_s, on_off[a].min_off_s) for a in bundle.appliances}
+        update["decision"], provenance["decision_val_f1"] = tune_decision(
+            series, bundle.appliances, grid, bundle.interval_s, caps
+        )
+    return ModelBundle(bundle.spec.model_copy(update={**update, "provenance": provenance}), bundle.model)

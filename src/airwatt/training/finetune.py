@@ -13,8 +13,9 @@ every input). ``train.finetune`` says what is updated:
 - ``heads``: only the per-appliance output heads (parameters of modules named ``*head``): a small per-site
   part (a few thousand weights) that cannot forget the shared representation, for a single labelled day.
 
-The decision rule of a real-time model is tuned again on the site's validation days, as after any
-training. The bundle's provenance records ``init_from`` and the initial model's provenance.
+The on/off rules (a real-time model's decision rule, every model's offline thresholds) are tuned again on
+the site's validation days, as after any training. The bundle's provenance records ``init_from`` and the
+initial model's provenance.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def load_initial(uri: str) -> ModelBundle:
 
 
 def initial_spec(bundle: ModelBundle, uri: str, data_dir: Path) -> ModelSpec:
-    """The spec of the fine-tuned model: the initial one's, without its decision rule (tuned again), after
+    """The spec of the fine-tuned model: the initial one's, without its on/off rules (tuned again), after
     checking the prepared data holds the model's appliances in its order and at its interval."""
     index_path = Path(data_dir) / "train" / "index.json"
     if not index_path.is_file():
@@ -58,7 +59,7 @@ def initial_spec(bundle: ModelBundle, uri: str, data_dir: Path) -> ModelSpec:
             f"fine-tuning {uri}: the prepared data is at {index['interval_s']} s, the model at "
             f"{spec.interval_s} s"
         )
-    return spec.model_copy(update={"decision": None, "provenance": {}})
+    return spec.model_copy(update={"decision": None, "offline_on_prob": None, "provenance": {}})
 
 
 def initial_model(spec: ModelSpec, bundle: ModelBundle, mode: str) -> nn.Module:

@@ -16,7 +16,7 @@ Lightning starts ranks 1..N-1 by running this process's command again (``airwatt
 LOCAL_RANK set). ``batch_size`` stays the global batch and the data module deals each process its share of
 the same draw (airwatt.training.datamodule), so N processes take the same steps over the same batches as
 one. Rank zero alone creates the MLflow run, writes checkpoints, the epoch table, the bundle and the
-metrics, tunes the decision rule, logs and registers; the other ranks open no tracking store, log only
+metrics, tunes the on/off rules, logs and registers; the other ranks open no tracking store, log only
 errors and return after the fit; rank zero waits for them before it returns.
 
 Provenance: the bundle records the devices and UTC time ranges of the prepared train and val splits it
@@ -79,6 +79,7 @@ RUN_KEYS = frozenset(
         "limit_train_batches",
         "limit_val_batches",
         "early_stopping_patience",
+        "keep",
         "num_workers",
         "accelerator",
         "devices",
@@ -93,6 +94,7 @@ RUN_KEYS = frozenset(
     ]
 )
 MONITOR = "val/loss"
+LAST_CKPT = "last.ckpt"
 RANK_EXIT_S = 120.0  # how long rank zero waits, after its own work, for the other ranks to exit
 PLOT_SPAN_S = 6 * 3600.0  # predicting a whole day at 5 s costs ~10 s of CPU per run; 6 h show a cycle
 
@@ -104,7 +106,7 @@ class TrainResult:
     resumed_from: Path | None
     global_step: int
     epochs: int
-    metrics: dict[str, float]  # the best epoch's validation metrics
+    metrics: dict[str, float]  # the kept epoch's validation metrics (train.keep)
     run_id: str | None
     model_version: str | None
 
@@ -181,10 +183,7 @@ def make_logger(
 
 def make_trainer(cfg: TrainParams, ckpt_dir: Path, epochs_csv: Path, fast_dev_run: bool) -> L.Trainer:
     """The Trainer, without a logger (rank zero gets one: log_to). Its ranks are known once it exists."""
-    best = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor=MONITOR, mode="min", save_last=True
-    )
-    callbacks: list[L.Callback] = [best, EpochMetricsTable(epochs_csv)]
+    callbacks: list[L.Callback] = [*checkpoint_callbacks(ckpt_dir), EpochMetricsTable(epochs_csv)]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience))
     limit = cfg.limit_train_batches
@@ -252,6 +251,18 @@ def wait_for_other_ranks(trainer: L.Trainer) -> None:
             continue
         if code != 0:
             log.error("training rank %d (pid %d) exited with code %d after the fit", rank, proc.pid, code)
+
+
+def checkpoint_callbacks(ckpt_dir: Path) -> list[ModelCheckpoint]:
+    """The best checkpoint (lowest val/loss: ``best-{epoch}-{step}.ckpt``, first, so it is the trainer's
+    ``checkpoint_callback``) and the latest (``last.ckpt``, written at every validation: what a rerun resumes
+    from). Not ``save_last=True``: since Lightning 2.6 it writes ``last.ckpt`` only when a new best is saved,
+    so it would hold the best epoch, and a rerun would go back to it."""
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch}-{step}", monitor=MONITOR, mode="min")
+    latest = ModelCheckpoint(
+        dirpath=ckpt_dir, filename=LAST_CKPT.removesuffix(".ckpt"), save_top_k=1, enable_version_counter=False
+    )
+    return [best, latest]
 
 
 def checkpoint_of(trainer: L.Trainer) -> ModelCheckpoint:
@@ -383,7 +394,7 @@ def train(
         )
     assert cfg.window_length is not None and cfg.target is not None
     ckpt_dir = Path(cfg.checkpoint_dir) / f"{cfg.model}-{config_hash(cfg, arch_kwargs, data_version)}"
-    last = ckpt_dir / "last.ckpt"
+    last = ckpt_dir / LAST_CKPT
     resume = last if last.is_file() and not fresh and not fast_dev_run else None
     trainer = make_trainer(cfg, ckpt_dir, epochs_path, fast_dev_run)
     check_processes(trainer)
@@ -438,7 +449,7 @@ def train(
         rows = fit(trainer, module, dm, resume)
     else:
         rows = validate_only(trainer, module, dm, epochs_path)
-    best = best_row(rows)
+    best = best_row(rows, cfg.keep)
     if not trainer.is_global_zero:  # DDP: rank 0 saves, logs and registers
         return TrainResult(out_dir, ckpt_dir, resume, trainer.global_step, len(rows), best, None, None)
 
@@ -453,8 +464,7 @@ def train(
         assert cfg.init_from is not None
         provenance |= finetune.provenance_of(cfg.init_from, initial, cfg.finetune)
     bundle = ModelBundle(spec.model_copy(update={"provenance": provenance}), module.model.cpu())
-    if bundle.real_time:
-        bundle = tune_bundle(bundle, data_dir, decision_grid(cfg))
+    bundle = tune_bundle(bundle, data_dir, decision_grid(cfg))
     bundle.save(out_dir)
     summary: dict[str, Any] = {"model": cfg.model, "global_step": trainer.global_step, "epochs": len(rows)}
     summary |= best
@@ -470,11 +480,13 @@ def train(
 def fit(
     trainer: L.Trainer, module: DisaggregationModule, dm: WindowDataModule, resume: Path | None
 ) -> list[dict[str, float | int]]:
-    """Fit (from ``resume`` when given), then keep the best weights; returns the per-epoch rows."""
+    """Fit (from ``resume`` when given), then keep the weights ``train.keep`` says (the best checkpoint's,
+    or the final ones the module holds); returns the per-epoch rows."""
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     table = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetricsTable))  # type: ignore[attr-defined]
-    if trainer.is_global_zero:  # the only rank that goes on with the weights
+    if trainer.is_global_zero and module.cfg.keep == "best":  # rank zero alone goes on with the weights
         load_best_weights(trainer, module)
+    if trainer.is_global_zero:
         # a rerun of a finished training fits no epoch: the table comes from the checkpoint's state, and its
         # file is written again (DVC removes a stage's outputs before running it)
         write_rows(table.path, table.rows)
@@ -525,11 +537,16 @@ def track(
     return tracking.register(model_uri, run_id, params.register_, uri) if register else None
 
 
-def best_row(rows: list[dict[str, float | int]]) -> dict[str, float]:
-    """The epoch with the lowest val_loss (the checkpoint kept as best), as the train metrics."""
+def best_row(rows: list[dict[str, float | int]], keep: str = "best") -> dict[str, float]:
+    """The epoch whose weights were kept, as the train metrics: the lowest val_loss (``keep`` best), or the
+    last epoch (``keep`` last). Its epoch is ``best_epoch`` either way."""
     if not rows:
         return {}
-    row = min(rows, key=lambda r: r["val_loss"] if not math.isnan(r["val_loss"]) else math.inf)
+    row = (
+        rows[-1]
+        if keep == "last"
+        else min(rows, key=lambda r: math.inf if math.isnan(r["val_loss"]) else r["val_loss"])
+    )
     return {("best_epoch" if k == "epoch" else k): float(v) for k, v in row.items() if k != "step"}
 
 
