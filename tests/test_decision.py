@@ -187,3 +187,23 @@ def test_tuning_never_confirms_longer_than_the_appliances_minimum_durations() ->
     ]
     start, f1 = tune_appliance(never, 0, grid, IV, max_confirm_s=(1800, 160))
     assert np.isnan(f1) and (start.on_prob, start.confirm_on_s, start.confirm_off_s) == (0.5, 120, 120)
+
+
+def test_offline_tuning_lowers_the_threshold_where_validation_probabilities_sit_low() -> None:
+    """Appliance 0: on-runs at probability 0.3 (0.5 finds none of them), appliance 1: a confident model
+    (0.5 is as good as any: the start is kept), appliance 2: never on in validation (keeps 0.5, no F1)."""
+    from airwatt.models.tuning import DecisionGrid, TuningSeries, tune_offline
+
+    n = 3000
+    truth = (np.arange(n) % 300) < 60
+    prob = np.stack([np.where(truth, 0.3, 0.05), np.where(truth, 0.9, 0.1), np.full(n, 0.05)], 1)
+    on_truth = np.stack([truth, truth, np.zeros(n, bool)], 1)
+    valid = np.ones(n, bool)
+    valid[:100] = False  # readings without an input are never on offline
+    series = [TuningSeries(prob.astype(np.float32), valid, on_truth, np.ones((n, 3), bool), valid)]
+    grid = DecisionGrid(memory_s=120, on_prob=[0.5, 0.3, 0.7, 0.2], band=[0.0], confirm_s=[0])
+    thresholds, f1 = tune_offline(series, ["a", "b", "c"], grid, smooth=lambda state: state)
+    assert thresholds == {"a": 0.3, "b": 0.5, "c": 0.5}
+    expected_recall = truth[100:].sum() / truth.sum()  # the first 100 readings cannot be found
+    assert f1["a"] == pytest.approx(2 * expected_recall / (1 + expected_recall))
+    assert f1["c"] is None

@@ -22,6 +22,7 @@ from airwatt.models import (
     ModelSpec,
     NormStats,
     OnOffSpec,
+    SeriesOutputs,
     build_model,
     spec_from_prepared,
     target_index,
@@ -114,6 +115,20 @@ def test_on_off_model_gives_the_known_intervals_and_gated_watts(target: TargetPo
     np.testing.assert_allclose(pred.power_w[:, 0], expected_w, atol=1e-3)
     np.testing.assert_array_equal(pred.prob_on[:, 0] >= 0.5, agg >= 50)
     assert pred.power_w.dtype == pred.prob_on.dtype == np.float32 and pred.on.dtype == bool
+
+
+def test_the_offline_rule_uses_the_bundles_tuned_thresholds():
+    """A model whose probabilities sit low (0.3 in the fridge's runs, 0.05 elsewhere), as on a house it
+    never saw: 0.5 finds nothing; the threshold tuned on validation (kept in the spec) finds the runs."""
+    agg = square_wave(SEGMENTS)
+    prob = np.where(agg >= 50, 0.3, 0.05).astype(np.float32)[:, None]
+    outputs = SeriesOutputs(np.full_like(prob, 80.0), prob, np.ones(len(agg), bool), has_on_head=True)
+    untuned = ModelBundle(fridge_spec(9, "midpoint"), ReadingModel(9, "midpoint", on_head=True))
+    assert not untuned.decide(outputs, "offline").on.any()
+    spec = fridge_spec(9, "midpoint").model_copy(update={"offline_on_prob": {"fridge": 0.2}})
+    pred = ModelBundle(spec, ReadingModel(9, "midpoint", on_head=True)).decide(outputs, "offline")
+    np.testing.assert_array_equal(pred.on[:, 0], expected_on(len(agg)))
+    np.testing.assert_array_equal(pred.power_w[:, 0] > 0, agg >= 50)  # gated by the same threshold
 
 
 def test_power_only_model_thresholds_its_power_and_is_not_gated():
@@ -311,6 +326,12 @@ def test_inconsistent_or_invalid_specs_do_not_load(saved: Path):
         ModelBundle.load(saved)
     edit_spec(saved, arch="multitask", window_length=-1)
     with pytest.raises(ModelLoadError, match=r"model\.json: invalid model spec: window_length"):
+        ModelBundle.load(saved)
+    edit_spec(saved, arch=spec["arch"], window_length=spec["window_length"], offline_on_prob={"kettle": 0.3})
+    with pytest.raises(ModelLoadError, match=r"offline_on_prob names \['kettle'\], not the appliances"):
+        ModelBundle.load(saved)
+    edit_spec(saved, offline_on_prob=dict.fromkeys(spec["appliances"], 1.5))
+    with pytest.raises(ModelLoadError, match=r"offline_on_prob outside \(0, 1\]"):
         ModelBundle.load(saved)
     (saved / "model.json").unlink()
     with pytest.raises(ModelLoadError, match="model spec not found"):

@@ -77,6 +77,12 @@ def test_fast_dev_run_of_every_model_writes_a_bundle_that_predicts(
     assert bundle.spec.arch == name
     assert bundle.spec.provenance["data_version"].startswith("sha256:")
     assert bundle.spec.gap.max_fill_s == 30  # the prepared data's gap policy travels with the model
+    assert bundle.spec.offline_on_prob is not None  # every model's offline thresholds, tuned on validation
+    assert (
+        set(bundle.spec.offline_on_prob)
+        == set(bundle.spec.provenance["offline_val_f1"])
+        == set(bundle.appliances)
+    )
     if bundle.real_time:  # its causal decision rule, tuned on the validation devices
         assert bundle.spec.decision is not None
         assert set(bundle.spec.decision.appliances) == set(bundle.appliances)
