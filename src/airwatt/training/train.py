@@ -484,9 +484,9 @@ def fit(
     or the final ones the module holds); returns the per-epoch rows."""
     trainer.fit(module, datamodule=dm, ckpt_path=resume)
     table = next(cb for cb in trainer.callbacks if isinstance(cb, EpochMetricsTable))  # type: ignore[attr-defined]
-    if trainer.is_global_zero and module.cfg.keep == "best":  # rank zero alone goes on with the weights
-        load_best_weights(trainer, module)
-    if trainer.is_global_zero:
+    if trainer.is_global_zero:  # the only rank that goes on with the weights
+        if module.cfg.keep == "best":
+            load_best_weights(trainer, module)
         # a rerun of a finished training fits no epoch: the table comes from the checkpoint's state, and its
         # file is written again (DVC removes a stage's outputs before running it)
         write_rows(table.path, table.rows)
