@@ -289,6 +289,30 @@ def test_keep_last_puts_the_final_weights_in_the_bundle(prepared: Path, tmp_path
     assert all(torch.equal(kept[k], final[f"model.{k}"]) for k in kept)
 
 
+def test_ema_puts_the_averaged_weights_in_the_bundle_and_resumes(prepared: Path, tmp_path: Path) -> None:
+    """train.ema_decay: validation, checkpoints and the bundle hold the moving average, not the last step's
+    weights; a longer rerun resumes the average from the checkpoint."""
+    params = tiny_params(tmp_path, max_epochs=1, keep="last", ema_decay=0.5)
+    first = run_train(params, prepared, tmp_path, use_mlflow=False)
+    ckpt = torch.load(first.checkpoint_dir / "last.ckpt", weights_only=True)
+    kept = ModelBundle.load(first.bundle_dir).model.state_dict()
+    assert all(torch.equal(kept[k], ckpt["state_dict"][f"model.{k}"]) for k in kept)
+    raw = ckpt["current_model_state"]  # the last step's own weights, which training goes on from
+    assert any(not torch.equal(kept[k], raw[f"model.{k}"]) for k in kept if k.endswith("weight"))
+
+    second = run_train(
+        tiny_params(tmp_path, max_epochs=2, keep="last", ema_decay=0.5), prepared, tmp_path, use_mlflow=False
+    )
+    assert second.resumed_from == first.checkpoint_dir / "last.ckpt" and second.global_step == 6
+    plain = run_train(
+        tiny_params(tmp_path / "plain", max_epochs=1, keep="last"),
+        prepared,
+        tmp_path / "plain",
+        use_mlflow=False,
+    )
+    assert "current_model_state" not in torch.load(plain.checkpoint_dir / "last.ckpt", weights_only=True)
+
+
 def _airwatt(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(

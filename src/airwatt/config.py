@@ -165,6 +165,9 @@ class TrainParams(_Section):
     keep: Literal["best", "last"] = Field(
         "best", description="the weights kept: best (lowest val/loss) or last (the final step's)"
     )
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="exponential moving average of the weights (validated, kept); null: off"
+    )
     num_workers: int = Field(ge=0, description="DataLoader worker processes")
     seed: int
     accelerator: str = Field(description="auto | cpu | gpu (Lightning)")

@@ -41,7 +41,12 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    EMAWeightAveraging,
+    LearningRateMonitor,
+    ModelCheckpoint,
+)
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -186,6 +191,8 @@ def make_trainer(cfg: TrainParams, ckpt_dir: Path, epochs_csv: Path, fast_dev_ru
     callbacks: list[L.Callback] = [*checkpoint_callbacks(ckpt_dir), EpochMetricsTable(epochs_csv)]
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="min", patience=cfg.early_stopping_patience))
+    if cfg.ema_decay is not None:  # validation, checkpoints and the final weights hold the average
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     limit = cfg.limit_train_batches
     return L.Trainer(
         accelerator=cfg.accelerator,
